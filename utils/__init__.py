@@ -1,0 +1,11 @@
+"""Hand-Written LLM (手撕大模型): the helpers every chapter imports.
+
+    from utils import check, progress
+"""
+
+__book__ = "hand-written-llm"
+
+from .grader import CheckFailed, check, list_exercises, run  # noqa: E402
+from .progress import progress  # noqa: E402
+
+__all__ = ["CheckFailed", "check", "list_exercises", "progress", "run"]

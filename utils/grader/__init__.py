@@ -1,0 +1,58 @@
+"""utils.grader: check the reader's implementation of an exercise against PyTorch.
+
+    check(name, impl)   run every case, show the report, record progress, raise CheckFailed on failure
+    run(name, impl)     the same, silently: returns a Report (.passed, str(report))
+    list_exercises()    every registered exercise name
+"""
+
+from __future__ import annotations
+
+from .core import Case, Exercise, Mistake, Property, Report, evaluate
+from .kinds import ModuleExercise, OptimizerExercise, OptimizerRun, Script, Step
+from .registry import EXERCISES, get, list_exercises, register
+
+
+class CheckFailed(AssertionError):
+    """A case of the exercise failed; the report above says which and why."""
+
+
+def run(name: str, impl) -> Report:
+    """Grade `impl` silently and return the Report."""
+    return evaluate(get(name), impl)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def show(obj) -> None:
+    """HTML in Jupyter, plain text anywhere else."""
+    if _in_notebook():
+        from IPython.display import display
+        display(obj)
+    else:
+        print(str(obj))
+
+
+def check(name: str, impl) -> Report:
+    """Grade `impl`, show the report, record progress; raise CheckFailed when a case fails."""
+    __tracebackhide__ = True  # IPython and pytest hide this frame
+    from ..progress import record
+
+    report = run(name, impl)
+    show(report)
+    record(report)
+    if report.status == "failed":
+        reason = report.diagnosis or report.failure.problem.message
+        raise CheckFailed(f"{name}: {reason}") from None
+    return None
+
+
+__all__ = ["Case", "CheckFailed", "EXERCISES", "Exercise", "Mistake", "ModuleExercise", "OptimizerExercise",
+           "OptimizerRun", "Property", "Report", "Script", "Step", "check", "get", "list_exercises",
+           "register", "run", "show"]

@@ -1,0 +1,1 @@
+"""Exercise declarations, one module per part of the book. Adding an exercise adds a declaration here."""

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'attention', one module per chapter."""

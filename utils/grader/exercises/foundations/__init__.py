@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'foundations', one module per chapter."""

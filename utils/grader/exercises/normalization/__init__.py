@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'normalization', one module per chapter."""

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'positions', one module per chapter."""

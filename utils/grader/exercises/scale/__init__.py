@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'scale', one module per chapter."""

@@ -1,0 +1,35 @@
+"""Deterministic inputs for cases. Every tensor comes from its own seed, so a case is the same on every run."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from .core import Case
+
+
+def randn(*shape, dtype=torch.float32, seed=0, scale=1.0, shift=0.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * scale + shift).to(dtype)
+
+
+def transposed(*shape, dtype=torch.float32, seed=0, scale=1.0) -> torch.Tensor:
+    """A non-contiguous view of the given shape (the last two axes swapped in memory)."""
+    base = randn(*shape[:-2], shape[-1], shape[-2], dtype=dtype, seed=seed, scale=scale)
+    return base.transpose(-1, -2)
+
+
+def strided(*shape, dtype=torch.float32, seed=0, scale=1.0) -> torch.Tensor:
+    """A non-contiguous view: every other element of a tensor twice as long in the last axis."""
+    return randn(*shape[:-1], 2 * shape[-1], dtype=dtype, seed=seed, scale=scale)[..., ::2]
+
+
+def call(*args, **kwargs):
+    """The (args, kwargs) pair a function case returns."""
+    return args, kwargs
+
+
+def case(build, *args, note: str = "", grad: bool = False, **kwargs) -> Case:
+    """A Case whose inputs are `build(*args, **kwargs)`: arguments are bound now, tensors made fresh each run."""
+    return Case(make=partial(build, *args, **kwargs), note=note, grad=grad)

@@ -1,0 +1,47 @@
+"""Sphinx extension of the book: "Open in Colab" links under the title of every chapter page.
+
+The links point at the chapter's exercise notebook and solution sheet, built from the repository
+URL and branch in _config.yml (jupyter-book passes them on as html_theme_options).
+"""
+
+from __future__ import annotations
+
+from docutils import nodes
+
+COLAB = "https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{path}"
+
+
+def _links(app, docname: str):
+    opts = app.config.html_theme_options or {}
+    url = opts.get("repository_url", "").rstrip("/")
+    if not url or not docname.startswith("chapters/"):
+        return None
+    owner_repo = "/".join(url.split("/")[-2:])
+    branch = opts.get("repository_branch", "main")
+    rel = docname[len("chapters/"):] + ".ipynb"
+    para = nodes.paragraph(classes=["colab-links"])
+    para += nodes.Text("Practise in Colab: ")
+    for i, (label, folder) in enumerate((("exercise notebook", "exercises"), ("solution notebook", "solutions"))):
+        if i:
+            para += nodes.Text(" · ")
+        href = COLAB.format(owner_repo=owner_repo, branch=branch, path=f"{folder}/{rel}")
+        ref = nodes.reference("", "", refuri=href, classes=["colab-link", f"colab-{folder}"])
+        ref += nodes.Text(f"Open the {label} in Colab")
+        para += ref
+    return para
+
+
+def add_colab_links(app, doctree):
+    para = _links(app, app.env.docname)
+    if para is None:
+        return
+    section = next(iter(doctree.findall(nodes.section)), None)
+    if section is None:
+        return
+    title = next(iter(section.findall(nodes.title)), None)
+    section.insert(section.index(title) + 1 if title is not None else 0, para)
+
+
+def setup(app):
+    app.connect("doctree-read", add_colab_links)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
