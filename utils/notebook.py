@@ -25,6 +25,7 @@ import argparse
 import copy
 import hashlib
 import io
+import re
 import sys
 import tokenize
 from pathlib import Path
@@ -140,12 +141,46 @@ def solution_source(source: str) -> str:
 
 # --------------------------------------------------------------------------- notebooks
 
+_EQ_LABEL = re.compile(r"\$\$\s*\((?P<label>[\w:-]+)\)[ \t]*$", re.M)
+_ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]+)`")
+
+
+def jupyter_markdown(source: str) -> str:
+    """MyST-only syntax made readable in plain Jupyter and Colab.
+
+    `$$ ... $$ (label)` becomes `$$ ... \\tag{label} $$`, and `{eq}`label`` becomes `(label)`; other
+    roles keep their text.
+    """
+    source = _EQ_LABEL.sub(lambda m: "$$", _tag_equations(source))
+
+    def role(m):
+        text = re.sub(r"\s*<[^>]*>$", "", m["text"])
+        return f"({text})" if m["role"] == "eq" else text
+
+    return _ROLE.sub(role, source)
+
+
+def _tag_equations(source: str) -> str:
+    """Move each display equation's label inside it as a \\tag."""
+    out, pos = [], 0
+    for m in _EQ_LABEL.finditer(source):
+        start = source.rfind("$$", 0, m.start())
+        if start < pos:
+            continue
+        out.append(source[pos:m.start()].rstrip() + f"\n\\tag{{{m['label']}}}\n")
+        pos = m.start()
+    out.append(source[pos:])
+    return "".join(out)
+
+
 def _tags(cell) -> list:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def _clean(cell):
+def _clean(cell, jupyter: bool = False):
     cell = copy.deepcopy(cell)
+    if jupyter and cell.cell_type == "markdown":
+        cell.source = jupyter_markdown(cell.source)
     if cell.cell_type == "code":
         cell.outputs = []
         cell.execution_count = None
@@ -194,7 +229,7 @@ def normalise_chapter(nb, rel: str, root: Path = ROOT):
 def exercise_notebook(chapter_nb, rel: str, root: Path = ROOT):
     cells = []
     for i, cell in enumerate(chapter_nb.cells):
-        c = _clean(cell)
+        c = _clean(cell, jupyter=True)
         c.id = _id("exercises", rel, cell.id)
         if c.cell_type == "code" and i:
             try:
@@ -214,7 +249,7 @@ def solution_notebook(chapter_nb, rel: str, root: Path = ROOT):
     cells, seen_title, seen_imports = [], False, False
     for i, cell in enumerate(chapter_nb.cells):
         keep = False
-        c = _clean(cell)
+        c = _clean(cell, jupyter=True)
         if i == 0:
             keep = True
         elif c.cell_type == "markdown" and not seen_title:
