@@ -5,7 +5,7 @@ import pytest
 from utils.notebook import load_solutions
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _solutions(chapter: str, stubs: bool = False) -> dict:
     return load_solutions(chapter, stubs=stubs)
 

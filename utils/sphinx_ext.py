@@ -42,6 +42,22 @@ def add_colab_links(app, doctree):
     section.insert(section.index(title) + 1 if title is not None else 0, para)
 
 
+def dedupe_scripts(app, pagename, templatename, context, doctree):
+    """Drop repeated script tags (sphinx-thebe and togglebutton register theirs twice under jupyter-book,
+    which makes the browser report "Identifier 'THEBE_JS_URL' has already been declared")."""
+    scripts = context.get("script_files")
+    if not scripts:
+        return
+    seen, unique = set(), []
+    for js in scripts:
+        key = (str(getattr(js, "filename", js) or ""), repr(sorted(getattr(js, "attributes", {}).items())))
+        if key not in seen:
+            seen.add(key)
+            unique.append(js)
+    scripts[:] = unique
+
+
 def setup(app):
     app.connect("doctree-read", add_colab_links)
+    app.connect("html-page-context", dedupe_scripts, priority=900)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -10,8 +10,9 @@ compares it with every known mistake to name what went wrong.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -6,8 +6,9 @@ Optimizer case: make() -> OptimizerRun(params, groups, hyper, steps, grad)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -1,0 +1,150 @@
+"""Browser smoke test of the built website, offline.
+
+    python tests/browser/smoke.py _build/html
+
+Serves the site on 127.0.0.1, opens the intro and the softmax chapter in headless Chromium (Debian's
+`chromium`, driven by Playwright) with every request to another host refused, and asserts that the
+math was typeset by the site's own MathJax, the widget's initial state rendered, the Colab links are
+there, and the console shows no errors. Screenshots go to artifacts/ (paths printed in the log).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import sys
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+from playwright.sync_api import sync_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FAILURES: list[str] = []
+
+
+def expect(ok: bool, what: str) -> None:
+    print(f"  {'ok  ' if ok else 'FAIL'} {what}")
+    if not ok:
+        FAILURES.append(what)
+
+
+def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def open_page(browser, url: str):
+    """A page with the network cut off beyond 127.0.0.1, recording console errors and failed loads."""
+    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    log = {"errors": [], "external": [], "failed": []}
+
+    def route(r):
+        host = urlparse(r.request.url).hostname
+        if r.request.url.startswith("data:") or host == "127.0.0.1":
+            r.continue_()
+        else:
+            log["external"].append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: log["errors"].append(str(e)))
+    page.on("requestfailed", lambda r: log["failed"].append(r.url))
+    page.on("response", lambda r: log["failed"].append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(url, wait_until="load")
+    return page, log
+
+
+def wait_for_mathjax(page) -> None:
+    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=20000)
+    page.evaluate("() => MathJax.startup.promise")
+
+
+def check_console(log, name: str) -> None:
+    expect(not log["external"], f"{name}: no request left 127.0.0.1 {log['external'][:3]}")
+    expect(not log["failed"], f"{name}: every resource loaded {log['failed'][:3]}")
+    expect(not log["errors"], f"{name}: no console errors {log['errors'][:3]}")
+
+
+def main(site: str) -> int:
+    site_dir = Path(site).resolve()
+    if not (site_dir / "intro.html").exists():
+        print(f"no built site at {site_dir}: run `make build` first")
+        return 2
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print("Debian's chromium is not installed (make smoke installs it)")
+        return 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    server, base = serve(site_dir)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+
+            print(f"intro: {base}/intro.html")
+            page, log = open_page(browser, f"{base}/intro.html")
+            wait_for_mathjax(page)
+            links = page.eval_on_selector_all("table a[href*='chapters/']", "els => els.map(e => e.href)")
+            expect(any(link.endswith("chapters/foundations/softmax.html") for link in links),
+                   f"intro: the chapter map links the softmax chapter ({len(links)} chapter links)")
+            shot = ARTIFACTS / "smoke-intro.png"
+            page.screenshot(path=str(shot), full_page=False)
+            print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
+            check_console(log, "intro")
+            page.close()
+
+            url = f"{base}/chapters/foundations/softmax.html"
+            print(f"softmax: {url}")
+            page, log = open_page(browser, url)
+            wait_for_mathjax(page)
+            typeset = page.locator("mjx-container").count()
+            expect(typeset >= 10, f"softmax: math typeset by the site's MathJax ({typeset} formulas)")
+            raw = page.evaluate("() => document.querySelector('main').innerText.includes('\\\\frac')")
+            expect(not raw, "softmax: no raw LaTeX left in the text")
+            tagged = page.locator("mjx-container[display='true']").count()
+            expect(tagged >= 5, f"softmax: display equations rendered ({tagged})")
+            page.wait_for_selector(".widget-slider", timeout=20000)
+            expect(page.locator(".widget-slider").count() >= 1, "softmax: the temperature slider is rendered")
+            bars = page.locator(".temperature-bars").count()
+            expect(bars >= 1, "softmax: the widget's initial bar chart is rendered")
+            exercise = page.get_attribute("a.colab-exercises", "href") or ""
+            solution = page.get_attribute("a.colab-solutions", "href") or ""
+            expect(exercise.startswith("https://colab.research.google.com/github/")
+                   and exercise.endswith("/exercises/foundations/softmax.ipynb"),
+                   f"softmax: Colab link to the exercise notebook ({exercise})")
+            expect(solution.endswith("/solutions/foundations/softmax.ipynb"),
+                   f"softmax: Colab link to the solution notebook ({solution})")
+            launch = page.locator("a[href*='colab.research.google.com'][href*='chapters/foundations/softmax']")
+            expect(launch.count() >= 1, "softmax: the book's Colab launch button")
+            images = page.evaluate("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+            expect(images >= 1, f"softmax: the static figure is displayed ({images} images)")
+            page.locator(".widget-slider").first.scroll_into_view_if_needed()
+            shot = ARTIFACTS / "smoke-softmax.png"
+            page.screenshot(path=str(shot), full_page=False)
+            print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
+            page.goto(url, wait_until="load")
+            page.screenshot(path=str(ARTIFACTS / "smoke-softmax-top.png"), full_page=False)
+            print(f"  screenshot (CI artifact): {(ARTIFACTS / 'smoke-softmax-top.png').relative_to(ROOT)}")
+            check_console(log, "softmax")
+            browser.close()
+    finally:
+        server.shutdown()
+    if FAILURES:
+        print(f"browser smoke test: {len(FAILURES)} failed")
+        return 1
+    print("browser smoke test: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "_build/html"))
