@@ -6,6 +6,6 @@
 __book__ = "hand-written-llm"
 
 from .grader import CheckFailed, check, list_exercises, run  # noqa: E402
-from .progress import progress  # noqa: E402
+from .tracking import progress  # noqa: E402
 
 __all__ = ["CheckFailed", "check", "list_exercises", "progress", "run"]

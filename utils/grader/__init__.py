@@ -42,7 +42,7 @@ def show(obj) -> None:
 def check(name: str, impl) -> Report:
     """Grade `impl`, show the report, record progress; raise CheckFailed when a case fails."""
     __tracebackhide__ = True  # IPython and pytest hide this frame
-    from ..progress import record
+    from ..tracking import record
 
     report = run(name, impl)
     show(report)
