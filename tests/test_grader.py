@@ -380,3 +380,18 @@ def test_optimizer_exercise_compares_every_step():
     report = evaluate(SGD_EX, Plain)
     assert report.failure.problem.where == "after step 2: parameter 0"   # momentum differs from step 2 on
     assert "subclass of torch.optim.Optimizer" in evaluate(SGD_EX, good_softmax).failure.problem.message
+
+
+def test_the_time_limit_never_interrupts_an_import(tmp_path, monkeypatch):
+    import sys
+
+    from utils.grader.sandbox import TimeLimitExceeded, time_limit
+
+    (tmp_path / "slow_module.py").write_text("import time\ntime.sleep(0.6)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TimeLimitExceeded):
+        with time_limit(0.1):
+            import slow_module  # noqa: F401
+            while True:
+                pass
+    assert sys.modules["slow_module"].DONE is True

@@ -30,6 +30,21 @@ def _in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
+def _short_traceback(shell, etype, value, tb, tb_offset=None):
+    """A failed check is explained by the report above it: show one line, not the grader's frames."""
+    stb = [f"\x1b[31m{etype.__name__}\x1b[39m: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
+def _quiet_check_failures() -> None:
+    """In Jupyter, CheckFailed still fails the cell (so CI notices) but prints a single line."""
+    from IPython import get_ipython
+    shell = get_ipython()
+    if shell is not None and not shell.custom_exceptions:
+        shell.set_custom_exc((CheckFailed,), _short_traceback)
+
+
 def show(obj) -> None:
     """HTML in Jupyter, plain text anywhere else."""
     if _in_notebook():
@@ -45,6 +60,8 @@ def check(name: str, impl) -> Report:
     from ..tracking import record
 
     report = run(name, impl)
+    if _in_notebook():
+        _quiet_check_failures()
     show(report)
     record(report)
     if report.status == "failed":

@@ -358,10 +358,11 @@ def evaluate(ex: Exercise, impl) -> Report:
     if bad:
         return done(Failure(0, "", "", Problem("wrong-type", bad)))
     for i, case in enumerate(cases):
+        expected = ex.expected(i)      # the oracle first: its lazy imports happen outside the time limit
         got = ex.outcome(impl, case, ex.guard)
         if isinstance(got.error, NotImplementedError) and i == 0:
             return done(status="not attempted")
-        problem = judge(ex, case, ex.expected(i), got)
+        problem = judge(ex, case, expected, got)
         if problem:
             mistake = diagnose(ex, impl, i, got)
             frame = reader_frame(got.error) if got.error is not None else None

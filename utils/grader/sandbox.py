@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import linecache
 import os
+import sys
 import threading
 import traceback
 from contextlib import contextmanager
@@ -64,6 +65,16 @@ class _Forbid(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _importing(thread_id: int) -> bool:
+    """Is that thread inside an import statement right now?"""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if "importlib._bootstrap" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextmanager
 def time_limit(seconds: float | None):
     """Raise TimeLimitExceeded in this thread once `seconds` have passed.
@@ -76,23 +87,28 @@ def time_limit(seconds: float | None):
         return
     target = threading.get_ident()
     lock = threading.Lock()
-    state = {"active": True}
+    state = {"active": True, "timer": None}
 
     def fire():
         with lock:
-            if state["active"]:
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(target), ctypes.py_object(TimeLimitExceeded))
+            if not state["active"]:
+                return
+            if _importing(target):   # never interrupt an import: it would leave a half-built module
+                state["timer"] = threading.Timer(0.05, fire)
+                state["timer"].daemon = True
+                state["timer"].start()
+                return
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(TimeLimitExceeded))
 
-    timer = threading.Timer(seconds, fire)
-    timer.daemon = True
-    timer.start()
+    state["timer"] = threading.Timer(seconds, fire)
+    state["timer"].daemon = True
+    state["timer"].start()
     try:
         yield
     finally:
         with lock:
             state["active"] = False
-        timer.cancel()
+            state["timer"].cancel()
 
 
 @contextmanager
