@@ -31,6 +31,7 @@ class Script:
     init: tuple                                     # (args, kwargs) of the constructor
     steps: list = field(default_factory=list)
     track: bool = True                              # compare buffers after every step
+    dtype: torch.dtype | None = None                # run the module in this dtype (module.to(dtype))
 
 
 def random_state(state: dict, gen: torch.Generator) -> dict:
@@ -67,11 +68,6 @@ class ModuleExercise(Exercise):
                     f"not {'an instance' if isinstance(target, nn.Module) else type(target).__name__}")
         return None
 
-    def _steps(self, script: Script, prev: list):
-        for step in script.steps:
-            args, kwargs = step.inputs(prev) if callable(step.inputs) else step.inputs
-            yield step, args, kwargs
-
     def pristine_inputs(self, case):
         script = case.make()
         return tuple(t for step in script.steps if not callable(step.inputs)
@@ -93,10 +89,22 @@ class ModuleExercise(Exercise):
         if (out.parts[0][1], out.parts[1][1]) != (_shapes(ref.named_parameters()), _shapes(ref.named_buffers())):
             return out
         gen = torch.Generator().manual_seed(7)
-        m.load_state_dict(self.randomize(ref.state_dict(), gen))
+        try:
+            with _enter(guard):
+                if script.dtype is not None:
+                    m = m.to(script.dtype)
+                m.load_state_dict(self.randomize(ref.state_dict(), gen))
+        except (Exception, TimeLimitExceeded) as e:
+            out.error, out.stage = e, "load_state_dict"
+            return out
         prev, after, calls = [], [], []
-        for k, (step, a, kw) in enumerate(self._steps(script, prev), 1):
+        for k, step in enumerate(script.steps, 1):
             mode = "train" if step.train else "eval"
+            try:   # inputs built from earlier outputs may fail on a reader's odd output
+                a, kw = step.inputs(prev) if callable(step.inputs) else step.inputs
+            except Exception as e:
+                out.error, out.stage = e, f"step {k}, {mode} mode (feeding back your earlier output)"
+                break
             calls.append(f"{mode}: forward({call_arguments(a, kw)})")
             if step.grad:
                 a = tuple(x.detach().requires_grad_() if isinstance(x, torch.Tensor) and x.is_floating_point()
@@ -114,7 +122,10 @@ class ModuleExercise(Exercise):
             if not callable(step.inputs):
                 after += [_detach(t) for t in _tensors(step.inputs)]
             if step.grad:
-                out.grads = self._module_grads(m, y, a, guard, out)
+                grads = self._module_grads(m, y, a, guard, out)
+                if grads is None:
+                    break
+                out.grads = {**(out.grads or {}), **{f"step {k}: {label}": g for label, g in grads.items()}}
             prev.append(y)
         out.call = init + "; " + "; ".join(calls)
         out.inputs_after = tuple(after)
