@@ -1,0 +1,865 @@
+"""Part 1, foundations: SGD, Adam, AdamW, warmup-cosine schedule, gradient clipping (chapter foundations/optimizers).
+
+The three optimizers are graded by `OptimizerExercise`: the reader's class and the torch.optim class start from
+the same parameters, receive the same gradients (seeded noise plus a pull towards zero, so an error feeds back into
+later gradients), and every parameter is compared after every step. The mistakes are small single-tensor optimizers
+built on `_SGD` / `_Adam` below, each overriding exactly one piece.
+
+`cosine_lr` is driven over every step of a schedule (both boundaries and past the end) by `ScheduleExercise`;
+`clip_grad_norm_` by `ClipExercise`, whose outcome holds the returned norm and every gradient after the call.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.utils.clip_grad as _clip_module
+import torch.optim.adam as _adam_module
+import torch.optim.adamw as _adamw_module
+import torch.optim.sgd as _sgd_module
+
+from ...core import Case, Exercise, Mistake, Outcome, Property, _detach, _enter
+from ...inputs import randn
+from ...kinds import OptimizerExercise, OptimizerRun
+from ...registry import register
+from ...sandbox import ForbiddenCall, TimeLimitExceeded
+
+f32, f64 = torch.float32, torch.float64
+
+
+# --------------------------------------------------------------------------- forbidding Python-level built-ins
+
+def _refuse(name):
+    def refused(*args, **kwargs):
+        raise ForbiddenCall(name)
+    return refused
+
+
+@contextmanager
+def _patched(targets):
+    """Replace module attributes [(module, attribute, name shown)] by functions raising ForbiddenCall.
+
+    The forbidden-call guard of the engine intercepts torch-level calls only; the optimizers' functional
+    forms and clip_grad_norm_ are plain Python functions, so they are swapped out while the reader's code runs.
+    """
+    saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in targets if hasattr(mod, attr)]
+    try:
+        for mod, attr, name in targets:
+            if hasattr(mod, attr):
+                setattr(mod, attr, _refuse(name))
+        yield
+    finally:
+        for mod, attr, value in saved:
+            setattr(mod, attr, value)
+
+
+def _combined(first, *more):
+    stack = ExitStack()
+    stack.enter_context(first)
+    for cm in more:
+        stack.enter_context(cm)
+    return stack
+
+
+# --------------------------------------------------------------------------- optimizer runs
+
+def _grad_fn(scale=1.0, pull=0.5, seed=0, skip=None):
+    """Gradient of parameter i at step t: pull * value + seeded noise, times scale; None where skip(t, i)."""
+    def grad(t, i, value):
+        if skip is not None and skip(t, i):
+            return None
+        noise = randn(*value.shape, seed=seed + 1000 * t + i, dtype=f64)
+        return (pull * value.double() + noise) * scale
+    return grad
+
+
+def _never_param_2(t, i):
+    return i == 2
+
+
+def _intermittent(t, i):
+    """Parameter 2 never has a gradient; parameter 1 misses every third step (as unused embedding rows do)."""
+    return i == 2 or (i == 1 and t % 3 == 0)
+
+
+def _run(shapes, hyper, steps=20, dtype=f32, groups=None, seed=0, **grad):
+    params = [randn(*s, seed=seed + 10 * k, dtype=dtype) for k, s in enumerate(shapes)]
+    groups = groups or [{"params": list(range(len(shapes)))}]
+    return OptimizerRun(params, groups, hyper, steps, _grad_fn(seed=seed + 500, **grad))
+
+
+def _opt_case(note, *shapes, **kw):
+    return Case(make=partial(_run, shapes, **kw), note=note)
+
+
+OPTIM_FUNCTIONALS = [
+    (_sgd_module, "sgd", "torch.optim.sgd.sgd"),
+    (_adam_module, "adam", "torch.optim.adam.adam"),
+    (_adamw_module, "adamw", "torch.optim.adamw.adamw"),
+]
+
+
+@dataclass
+class _OptimizerExercise(OptimizerExercise):
+    """OptimizerExercise that also refuses a subclass of (or delegation to) the built-in optimizer."""
+
+    def structure(self, target):
+        bad = super().structure(target)
+        if bad:
+            return bad
+        builtin = [k for k in target.__mro__[1:] if k.__module__.startswith("torch.optim")
+                   and k is not torch.optim.Optimizer]
+        if builtin:
+            return (f"your {target.__name__} inherits from {builtin[0].__module__}.{builtin[0].__name__}: "
+                    "subclass torch.optim.Optimizer itself and write step() yourself")
+        return None
+
+    def guard(self):
+        return _combined(super().guard(), _patched(OPTIM_FUNCTIONALS))
+
+    def outcome(self, target, case, guard):
+        # The first Optimizer.__init__ of a session imports torch._dynamo (seconds). Under the guard's time limit
+        # that import can be interrupted half-way, which breaks every optimizer for the rest of the session:
+        # import it here, outside the guard, before the reader's constructor runs.
+        import torch._dynamo  # noqa: F401
+        return super().outcome(target, case, guard)
+
+
+FUSED = ("torch._fused_sgd_", "torch._fused_adam_", "torch._fused_adamw_")
+
+
+# --------------------------------------------------------------------------- SGD: the mistakes' skeleton
+
+class _SGD(torch.optim.Optimizer):
+    """Single-tensor SGD with momentum, L2 weight decay and Nesterov, in overridable pieces (for the mistakes)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    def hyper(self, group):
+        return group
+
+    def decay(self, p, g, wd):
+        return g + wd * p
+
+    def buffer(self, state, g, mu):
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = g.clone()
+        else:
+            state["momentum_buffer"].mul_(mu).add_(g)
+        return state["momentum_buffer"]
+
+    def direction(self, g, buf, mu, nesterov):
+        return g + mu * buf if nesterov else buf
+
+    def move(self, p, g, h):
+        p.add_(g, alpha=-h["lr"])
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            h = self.hyper(group)
+            for p in group["params"]:
+                if self.skips(p):
+                    continue
+                g = p.grad
+                if h["weight_decay"]:
+                    g = self.decay(p, g, h["weight_decay"])
+                if h["momentum"]:
+                    state = self.state[p]
+                    buf = self.buffer(state, g, h["momentum"])
+                    g = self.direction(g, buf, h["momentum"], h["nesterov"])
+                self.move(p, g, h)
+
+    def skips(self, p):
+        return p.grad is None
+
+
+class SGDAverage(_SGD):
+    def buffer(self, state, g, mu):
+        buf = state.setdefault("momentum_buffer", torch.zeros_like(g))
+        return buf.mul_(mu).add_(g, alpha=1 - mu)
+
+
+class SGDNoDecay(_SGD):
+    def decay(self, p, g, wd):
+        return g
+
+
+class SGDDecayOutsideMomentum(_SGD):
+    def decay(self, p, g, wd):
+        return g
+
+    def move(self, p, g, h):
+        p.add_(g + h["weight_decay"] * p, alpha=-h["lr"])
+
+
+class SGDNesterovIgnored(_SGD):
+    def direction(self, g, buf, mu, nesterov):
+        return buf
+
+
+class SGDNesterovNoGradient(_SGD):
+    def direction(self, g, buf, mu, nesterov):
+        return mu * buf if nesterov else buf
+
+
+class SGDBufferNotKept(_SGD):
+    def buffer(self, state, g, mu):
+        return g.clone()
+
+
+class SGDDefaults(_SGD):
+    def hyper(self, group):
+        return self.defaults
+
+
+class SGDNoneGrad(_SGD):
+    def skips(self, p):
+        return False
+
+
+SGD_CASES = lambda: [  # noqa: E731
+    _opt_case("plain SGD", (5,), (3, 4), hyper=dict(lr=0.1)),
+    _opt_case("momentum=0.9, float64", (6,), (2, 3), hyper=dict(lr=0.05, momentum=0.9), steps=30, dtype=f64),
+    _opt_case("Nesterov momentum", (4, 3), (5,), hyper=dict(lr=0.05, momentum=0.9, nesterov=True), steps=30,
+              dtype=f64, seed=1),
+    _opt_case("weight decay with momentum", (4,), (3, 3), hyper=dict(lr=0.05, momentum=0.8, weight_decay=0.1),
+              steps=25, seed=2),
+    _opt_case("weight decay, no momentum", (7,), hyper=dict(lr=0.1, weight_decay=0.05), seed=3),
+    _opt_case("Nesterov with weight decay", (3, 2), (4,), dtype=f64, steps=25, seed=4,
+              hyper=dict(lr=0.03, momentum=0.7, weight_decay=0.2, nesterov=True)),
+    _opt_case("two param groups: the second overrides lr, momentum and weight_decay", (4,), (3, 2), (5,), seed=5,
+              hyper=dict(lr=0.05, momentum=0.9), steps=25,
+              groups=[{"params": [0, 1]}, {"params": [2], "lr": 0.2, "momentum": 0.5, "weight_decay": 0.1}]),
+    _opt_case("parameters without gradients (one never, one every third step)", (4,), (3,), (2, 2), seed=6,
+              hyper=dict(lr=0.05, momentum=0.9, weight_decay=0.01), steps=24, skip=_intermittent),
+    _opt_case("100 steps, large gradients", (8,), hyper=dict(lr=0.01, momentum=0.95, nesterov=True), steps=100,
+              dtype=f64, seed=7, scale=30.0),
+]
+
+register(_OptimizerExercise(
+    name="SGD",
+    chapter="foundations/optimizers",
+    signature="SGD(params, lr, momentum=0.0, weight_decay=0.0, nesterov=False)",
+    oracle=torch.optim.SGD,
+    cases=SGD_CASES,
+    forbidden=FUSED,
+    hint="g = grad + wd·p;  buf = g at the first step, then μ·buf + g;  d = g + μ·buf (Nesterov) or buf;  "
+         "p -= lr·d   (eqs. sgd-decay, sgd-momentum, sgd-nesterov)",
+    mistakes=[
+        Mistake("momentum as a running average", SGDAverage,
+                "your momentum buffer is an average μ·buf + (1−μ)·g started at zero: PyTorch sums, buf = μ·buf + g "
+                "(started at g), so its steps are 1/(1−μ) times larger."),
+        Mistake("weight decay ignored", SGDNoDecay,
+                "weight_decay has no effect in your step: add weight_decay·p to the gradient before the momentum "
+                "buffer (eq. sgd-decay)."),
+        Mistake("weight decay outside the momentum", SGDDecayOutsideMomentum,
+                "you add weight_decay·p after the momentum buffer: PyTorch adds it to the gradient first, so the "
+                "decay term is accumulated by the buffer too."),
+        Mistake("Nesterov ignored", SGDNesterovIgnored,
+                "nesterov=True changes nothing in your step: with Nesterov the step direction is g + μ·buf "
+                "(eq. sgd-nesterov), not buf."),
+        Mistake("Nesterov without the gradient", SGDNesterovNoGradient,
+                "your Nesterov step is μ·buf alone: the look-ahead direction is the gradient plus the momentum "
+                "buffer, g + μ·buf (eq. sgd-nesterov)."),
+        Mistake("momentum buffer not kept", SGDBufferNotKept,
+                "your momentum buffer does not survive between steps: keep it in self.state[p]['momentum_buffer'] "
+                "and update it in place."),
+        Mistake("group hyper-parameters ignored", SGDDefaults,
+                "you read lr / momentum / weight_decay from the constructor's defaults: each param group can "
+                "override them, so read them from `group` inside the loop."),
+        Mistake("crashes on a parameter without gradient", SGDNoneGrad,
+                "a parameter whose .grad is None (unused in the loss) must be skipped: `if p.grad is None: "
+                "continue`."),
+    ],
+))
+
+
+# --------------------------------------------------------------------------- Adam and AdamW: the mistakes' skeleton
+
+class _Adam(torch.optim.Optimizer):
+    """Single-tensor Adam (L2 decay) / AdamW (decoupled decay) in overridable pieces (for the mistakes)."""
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=None):
+        if weight_decay is None:
+            weight_decay = 0.01 if self.decoupled else 0.0
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def hyper(self, group):
+        return group
+
+    def l2(self, p, g, wd):
+        return g + wd * p
+
+    def decay(self, p, lr, wd):
+        p.mul_(1 - lr * wd)
+
+    def count(self, state):
+        state["step"] = state.get("step", 0) + 1
+        return state["step"]
+
+    def moments(self, state, g, b1, b2):
+        m = state.setdefault("exp_avg", torch.zeros_like(g))
+        v = state.setdefault("exp_avg_sq", torch.zeros_like(g))
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        return m, v
+
+    def update(self, m, v, t, b1, b2, eps):
+        m_hat = m / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        return m_hat / (v_hat.sqrt() + eps)
+
+    def apply(self, p, u, lr, wd):
+        if self.decoupled and wd:
+            self.decay(p, lr, wd)
+        p.add_(u, alpha=-lr)
+
+    def skips(self, p):
+        return p.grad is None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            h = self.hyper(group)
+            lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+            for p in group["params"]:
+                if self.skips(p):
+                    continue
+                g = p.grad
+                if wd and not self.decoupled:
+                    g = self.l2(p, g, wd)
+                state = self.state[p]
+                t = self.count(state)
+                m, v = self.moments(state, g, b1, b2)
+                self.apply(p, self.update(m, v, t, b1, b2, eps), lr, wd)
+
+
+class _AdamW(_Adam):
+    decoupled = True
+
+
+def _no_bias_correction(self, m, v, t, b1, b2, eps):
+    return m / (v.sqrt() + eps)
+
+
+def _eps_inside_sqrt(self, m, v, t, b1, b2, eps):
+    return (m / (1 - b1 ** t)) / (v / (1 - b2 ** t) + eps).sqrt()
+
+
+def _eps_before_correction(self, m, v, t, b1, b2, eps):
+    return (m / (1 - b1 ** t)) / ((v.sqrt() + eps) / math.sqrt(1 - b2 ** t))
+
+
+def _correction_without_sqrt(self, m, v, t, b1, b2, eps):
+    return (m / (1 - b1 ** t)) / (v.sqrt() / (1 - b2 ** t) + eps)
+
+
+def _one_counter(self, state):
+    """One step counter for the whole optimizer, advanced once per step() call."""
+    return self._t
+
+
+def _one_counter_step(step):
+    def wrapped(self, closure=None):
+        self._t = getattr(self, "_t", 0) + 1
+        return step(self, closure)
+    return wrapped
+
+
+def _subclass(base, name, **overrides):
+    return type(name, (base,), overrides)
+
+
+AdamNoBiasCorrection = _subclass(_Adam, "AdamNoBiasCorrection", update=_no_bias_correction)
+AdamEpsInsideSqrt = _subclass(_Adam, "AdamEpsInsideSqrt", update=_eps_inside_sqrt)
+AdamEpsBeforeCorrection = _subclass(_Adam, "AdamEpsBeforeCorrection", update=_eps_before_correction)
+AdamCorrectionWithoutSqrt = _subclass(_Adam, "AdamCorrectionWithoutSqrt", update=_correction_without_sqrt)
+AdamDecoupled = _subclass(_Adam, "AdamDecoupled", decoupled=True)
+AdamNoDecay = _subclass(_Adam, "AdamNoDecay", l2=lambda self, p, g, wd: g)
+AdamOneCounter = _subclass(_Adam, "AdamOneCounter", count=_one_counter, step=_one_counter_step(_Adam.step))
+AdamDefaults = _subclass(_Adam, "AdamDefaults", hyper=lambda self, group: self.defaults)
+AdamNoneGrad = _subclass(_Adam, "AdamNoneGrad", skips=lambda self, p: False)
+
+AdamWL2 = _subclass(_AdamW, "AdamWL2", decoupled=False)
+AdamWNotScaledByLr = _subclass(_AdamW, "AdamWNotScaledByLr", decay=lambda self, p, lr, wd: p.mul_(1 - wd))
+AdamWNoDecay = _subclass(_AdamW, "AdamWNoDecay", decay=lambda self, p, lr, wd: None)
+AdamWNoBiasCorrection = _subclass(_AdamW, "AdamWNoBiasCorrection", update=_no_bias_correction)
+AdamWEpsInsideSqrt = _subclass(_AdamW, "AdamWEpsInsideSqrt", update=_eps_inside_sqrt)
+AdamWDefaults = _subclass(_AdamW, "AdamWDefaults", hyper=lambda self, group: self.defaults)
+
+
+def _decay_after_update(self, p, u, lr, wd):
+    p.add_(u, alpha=-lr)
+    if wd:
+        p.mul_(1 - lr * wd)
+
+
+def _decays_without_grad(step):
+    def wrapped(self, closure=None):
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.mul_(1 - group["lr"] * group["weight_decay"])
+        return step(self, closure)
+    return wrapped
+
+
+AdamWDecayAfterUpdate = _subclass(_AdamW, "AdamWDecayAfterUpdate", apply=_decay_after_update)
+AdamWDecaysWithoutGrad = _subclass(_AdamW, "AdamWDecaysWithoutGrad", step=_decays_without_grad(_AdamW.step))
+
+
+def _adam_cases(default_wd):
+    return [
+        _opt_case("default hyper-parameters", (5,), (3, 4), hyper=dict(), steps=20),
+        _opt_case("lr=0.05", (6,), (2, 3), hyper=dict(lr=0.05), steps=25, seed=1),
+        _opt_case("betas=(0.8, 0.99), float64", (4, 3), hyper=dict(lr=0.02, betas=(0.8, 0.99)), steps=30,
+                  dtype=f64, seed=2),
+        _opt_case("weight decay", (4,), (3, 3), hyper=dict(lr=0.05, weight_decay=0.1), steps=25, seed=3),
+        _opt_case("large lr and weight decay, float64", (5,), (2, 2), dtype=f64, seed=4, steps=20,
+                  hyper=dict(lr=0.1, weight_decay=0.5)),
+        _opt_case("tiny gradients (1e-8): eps matters, float64", (6,), (3,), dtype=f64, seed=5, steps=25,
+                  hyper=dict(lr=0.01, weight_decay=default_wd), scale=1e-8),
+        _opt_case("tiny gradients (1e-6) with eps=1e-6", (4, 2), seed=6, steps=25,
+                  hyper=dict(lr=0.01, eps=1e-6, weight_decay=default_wd), scale=1e-6),
+        _opt_case("two param groups: the second overrides lr, betas, eps and weight_decay", (4,), (3, 2), (5,),
+                  seed=7, steps=25, dtype=f64, hyper=dict(lr=0.02, weight_decay=default_wd),
+                  groups=[{"params": [0, 1]},
+                          {"params": [2], "lr": 0.1, "betas": (0.5, 0.9), "eps": 1e-3, "weight_decay": 0.3}]),
+        _opt_case("parameters without gradients (one never, one every third step)", (4,), (3,), (2, 2), seed=8,
+                  hyper=dict(lr=0.05, weight_decay=0.1), steps=24, dtype=f64, skip=_intermittent),
+        _opt_case("100 steps", (8,), hyper=dict(lr=0.01, betas=(0.9, 0.95), weight_decay=0.05), steps=100,
+                  dtype=f64, seed=9, scale=3.0),
+    ]
+
+
+ADAM_HINT = ("m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ);  "
+             "p -= lr·m̂/(√v̂ + ε)   (eqs. adam-m, adam-v, adam-hat, adam-update)")
+
+NO_BIAS = ("you skipped the bias correction: m and v start at zero, so early on they are too small by "
+           "(1−βᵗ); divide m by 1−β1ᵗ and v by 1−β2ᵗ (t counts this parameter's steps from 1).")
+EPS_INSIDE = ("ε sits inside your square root: PyTorch adds it after, √v̂ + ε. With tiny gradients √(v̂ + ε) "
+              "is dominated by √ε and the step all but vanishes.")
+DEFAULTS = ("you read the hyper-parameters from the constructor's defaults: each param group can override lr, "
+            "betas, eps and weight_decay, so read them from `group` inside the loop.")
+
+register(_OptimizerExercise(
+    name="Adam",
+    chapter="foundations/optimizers",
+    signature="Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)",
+    oracle=torch.optim.Adam,
+    cases=partial(_adam_cases, 0.0),
+    forbidden=FUSED,
+    hint=ADAM_HINT + ";  Adam's weight decay is L2: g += wd·p first",
+    mistakes=[
+        Mistake("no bias correction", AdamNoBiasCorrection, NO_BIAS),
+        Mistake("eps inside the sqrt", AdamEpsInsideSqrt, EPS_INSIDE),
+        Mistake("eps before the bias correction", AdamEpsBeforeCorrection,
+                "you added ε to √v before dividing by √(1−β2ᵗ): PyTorch corrects first, √v/√(1−β2ᵗ) + ε; the "
+                "difference shows when gradients are as small as ε."),
+        Mistake("bias correction of v without the sqrt", AdamCorrectionWithoutSqrt,
+                "you divided √v by (1−β2ᵗ): v̂ = v/(1−β2ᵗ), so √v̂ = √v / √(1−β2ᵗ)."),
+        Mistake("decoupled decay in Adam", AdamDecoupled,
+                "your Adam shrinks the weights directly (that is AdamW): Adam's weight_decay is L2, added to the "
+                "gradient, g + wd·p, before the moments."),
+        Mistake("weight decay ignored", AdamNoDecay,
+                "weight_decay has no effect in your Adam: add weight_decay·p to the gradient before updating m "
+                "and v."),
+        Mistake("one step counter for all parameters", AdamOneCounter,
+                "your step count t is shared by all parameters: PyTorch keeps state['step'] per parameter and "
+                "advances it only when that parameter has a gradient, so its bias correction stays right."),
+        Mistake("group hyper-parameters ignored", AdamDefaults, DEFAULTS),
+        Mistake("crashes on a parameter without gradient", AdamNoneGrad,
+                "a parameter whose .grad is None (unused in the loss) must be skipped, its state left alone: "
+                "`if p.grad is None: continue`."),
+    ],
+))
+
+register(_OptimizerExercise(
+    name="AdamW",
+    chapter="foundations/optimizers",
+    signature="AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)",
+    oracle=torch.optim.AdamW,
+    cases=partial(_adam_cases, 0.01),
+    forbidden=FUSED,
+    hint="p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  " + ADAM_HINT,
+    mistakes=[
+        Mistake("L2 instead of decoupled decay", AdamWL2,
+                "you added wd·p to the gradient (L2, Adam's weight decay): AdamW decouples it, p ← p·(1 − lr·wd), "
+                "and the moments see the raw gradient only."),
+        Mistake("decay not scaled by lr", AdamWNotScaledByLr,
+                "your decay is p ← p·(1 − wd): PyTorch scales it by the learning rate, p ← p·(1 − lr·wd), so the "
+                "schedule anneals the decay too."),
+        Mistake("decay after the update", AdamWDecayAfterUpdate,
+                "you shrink p after the Adam step: PyTorch shrinks the old weights first, p ← p·(1 − lr·wd), then "
+                "subtracts lr·m̂/(√v̂ + ε)."),
+        Mistake("weight decay ignored", AdamWNoDecay,
+                "weight_decay has no effect in your AdamW (its default is 0.01, not 0): multiply p by 1 − lr·wd "
+                "before the step."),
+        Mistake("no bias correction", AdamWNoBiasCorrection, NO_BIAS),
+        Mistake("eps inside the sqrt", AdamWEpsInsideSqrt, EPS_INSIDE),
+        Mistake("group hyper-parameters ignored", AdamWDefaults, DEFAULTS),
+        Mistake("decays parameters without gradient", AdamWDecaysWithoutGrad,
+                "you decay parameters whose .grad is None: PyTorch skips them entirely, decay included."),
+    ],
+))
+
+
+# --------------------------------------------------------------------------- cosine_lr: driven over a whole schedule
+
+class ScheduleExercise(Exercise):
+    """A function of (step, *hyper) -> float, called at every step of a schedule; one part per step."""
+
+    def outcome(self, target, case, guard) -> Outcome:
+        hyper, steps, by_keyword = case.make()
+        names = ("max_lr", "min_lr", "warmup_steps", "total_steps")
+        desc = ", ".join(f"{n}={hyper[n]!r}" for n in names)
+        out = Outcome(call=f"{self.name}(step, {desc}) for step in {steps[0]}..{steps[-1]}")
+        for s in steps:
+            try:
+                with _enter(guard):
+                    lr = target(s, **hyper) if by_keyword else target(s, *(hyper[n] for n in names))
+            except (Exception, TimeLimitExceeded) as e:
+                out.error, out.stage = e, f"step {s}"
+                return out
+            out.parts.append((f"lr at step {s}", _detach(lr)))
+        return out
+
+    def pristine_inputs(self, case):
+        return ()
+
+
+def cosine_lr_spec(step, max_lr, min_lr, warmup_steps, total_steps):
+    """The curriculum's definition, written out case by case."""
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step > total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def _schedule(max_lr, min_lr, warmup_steps, total_steps, after=10, by_keyword=False):
+    hyper = dict(max_lr=max_lr, min_lr=min_lr, warmup_steps=warmup_steps, total_steps=total_steps)
+    return hyper, list(range(0, total_steps + after + 1)), by_keyword
+
+
+def _schedule_case(*args, note="", **kw):
+    return Case(make=partial(_schedule, *args, **kw), note=note)
+
+
+def cosine_lr_cases():
+    return [
+        _schedule_case(6e-4, 6e-5, 10, 100, note="nanoGPT-like: warmup 10, total 100, then 10 more steps"),
+        _schedule_case(1.0, 0.1, 5, 30, note="steps 0..40: both boundaries and past the end"),
+        _schedule_case(3e-4, 0.0, 0, 50, note="no warmup, min_lr=0"),
+        _schedule_case(1e-3, 1e-5, 1, 20, note="warmup of one step"),
+        _schedule_case(2.0, 0.5, 8, 9, after=5, note="a single decay step after warmup"),
+        _schedule_case(1e-2, 1e-3, 100, 1000, after=50, by_keyword=True,
+                       note="1000 steps, arguments by keyword"),
+        _schedule_case(0.5, 0.5, 3, 12, note="min_lr = max_lr: constant after warmup"),
+    ]
+
+
+def cos_warmup_plus_one(step, max_lr, min_lr, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return max_lr * (step + 1) / warmup_steps
+    return cosine_lr_spec(step, max_lr, min_lr, warmup_steps, total_steps)
+
+
+def cos_over_total(step, max_lr, min_lr, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step > total_steps:
+        return min_lr
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * step / total_steps)) * (max_lr - min_lr)
+
+
+def cos_no_floor(step, max_lr, min_lr, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def cos_to_zero(step, max_lr, min_lr, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return max_lr * step / warmup_steps
+    if step > total_steps:
+        return min_lr
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) * max_lr
+
+
+def cos_integer_warmup(step, max_lr, min_lr, warmup_steps, total_steps):
+    if step < warmup_steps:
+        return max_lr * (step // warmup_steps)
+    return cosine_lr_spec(step, max_lr, min_lr, warmup_steps, total_steps)
+
+
+def cos_returns_tensor(step, max_lr, min_lr, warmup_steps, total_steps):
+    return torch.tensor(cosine_lr_spec(step, max_lr, min_lr, warmup_steps, total_steps))
+
+
+def _within_bounds(call):
+    for s in range(0, 60):
+        lr = float(call(s, 1.0, 0.1, 10, 50))
+        if not 0.0 <= lr <= 1.0 + 1e-12 or (s >= 10 and lr < 0.1 - 1e-12):
+            return f"cosine_lr({s}, 1.0, 0.1, 10, 50) = {lr:.6g} is outside [min_lr, max_lr]"
+    return None
+
+
+register(ScheduleExercise(
+    name="cosine_lr",
+    chapter="foundations/optimizers",
+    signature="cosine_lr(step, max_lr, min_lr, warmup_steps, total_steps) -> float",
+    oracle=cosine_lr_spec,
+    cases=cosine_lr_cases,
+    properties=[Property("the rate stays in [0, max_lr], and in [min_lr, max_lr] after warmup", _within_bounds)],
+    hint="step < warmup: max_lr·step/warmup;  step > total: min_lr;  otherwise "
+         "min_lr + ½(1 + cos(π·(step − warmup)/(total − warmup)))·(max_lr − min_lr)   (eq. cosine-lr)",
+    mistakes=[
+        Mistake("warmup starts above zero", cos_warmup_plus_one,
+                "your warmup uses step + 1: the curriculum's (and the chapter's) warmup is max_lr·step/warmup_steps, "
+                "0 at step 0 and max_lr exactly at step = warmup_steps."),
+        Mistake("cosine over the whole run", cos_over_total,
+                "your cosine runs over step/total_steps: the decay starts after warmup, so its progress is "
+                "(step − warmup_steps)/(total_steps − warmup_steps)."),
+        Mistake("no floor after total_steps", cos_no_floor,
+                "after total_steps your rate climbs back up the cosine: return min_lr for step > total_steps."),
+        Mistake("decays to zero", cos_to_zero,
+                "your cosine decays from max_lr to 0: it ends at min_lr, min_lr + ½(1 + cos)·(max_lr − min_lr)."),
+        Mistake("integer division in warmup", cos_integer_warmup,
+                "step // warmup_steps is integer division, 0 for every warmup step: use step / warmup_steps."),
+        Mistake("returns a tensor", cos_returns_tensor,
+                "return a Python float (use math.cos, or float(...)): a scheduler writes it into "
+                "optimizer.param_groups[i]['lr']."),
+    ],
+))
+
+
+# --------------------------------------------------------------------------- clip_grad_norm_: norm and gradients
+
+CLIP_BUILTINS = [
+    (torch.nn.utils, "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
+    (torch.nn.utils, "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
+    (torch.nn.utils, "get_total_norm", "torch.nn.utils.get_total_norm"),
+    (torch.nn.utils, "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
+    (_clip_module, "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
+    (_clip_module, "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
+    (_clip_module, "get_total_norm", "torch.nn.utils.get_total_norm"),
+    (_clip_module, "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
+]
+
+
+class ClipExercise(Exercise):
+    """clip_grad_norm_(parameters, max_norm): parts are the returned norm and every gradient after the call.
+
+    case.make() -> (values, grads, max_norm, how): grads[i] None means parameter i has no gradient;
+    how is "list", "generator" (as model.parameters() gives) or "tensor" (a single parameter).
+    """
+
+    def outcome(self, target, case, guard) -> Outcome:
+        values, grads, max_norm, how = case.make()
+        params = []
+        for v, g in zip(values, grads):
+            p = v.clone().requires_grad_()
+            p.grad = None if g is None else g.clone()
+            params.append(p)
+        arg = {"list": params, "generator": (p for p in params), "tensor": params[0]}[how]
+        shapes = ", ".join(f"{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
+                           + ("" if g is not None else " without grad") for v, g in zip(values, grads))
+        what = {"list": f"[{shapes}]", "generator": f"generator over ({shapes})", "tensor": shapes}[how]
+        out = Outcome(call=f"{self.name}({what}, max_norm={max_norm!r})")
+        try:
+            with _enter(guard):
+                norm = target(arg, max_norm)
+        except (Exception, TimeLimitExceeded) as e:
+            out.error, out.stage = e, "call"
+            return out
+        out.parts = [("returned total norm", _detach(norm))]
+        for i, p in enumerate(params):
+            if grads[i] is None:
+                out.parts.append((f"parameter {i} still has no gradient", p.grad is None))
+            else:
+                out.parts.append((f"gradient of parameter {i} after clipping", _detach(p.grad)))
+        out.inputs_after = tuple(p.detach().clone() for p in params)
+        return out
+
+    def pristine_inputs(self, case):
+        return tuple(case.make()[0])
+
+    def guard(self):
+        return _combined(super().guard(), _patched(CLIP_BUILTINS))
+
+
+def _clip_inputs(shapes, max_norm, dtype=f32, seed=0, scale=1.0, without=(), how="list"):
+    values = [randn(*s, seed=seed + k, dtype=dtype) for k, s in enumerate(shapes)]
+    grads = [None if k in without else randn(*s, seed=seed + 100 + k, dtype=dtype, scale=scale)
+             for k, s in enumerate(shapes)]
+    return values, grads, max_norm, how
+
+
+def _clip_case(note, *shapes, **kw):
+    return Case(make=partial(_clip_inputs, shapes, **kw), note=note)
+
+
+def clip_grad_norm_cases():
+    return [
+        _clip_case("three tensors, norm well above max_norm", (4,), (3, 5), (2, 2, 3), max_norm=1.0),
+        _clip_case("no clipping needed: the gradients stay as they are", (6,), (4, 4), max_norm=100.0, seed=1),
+        _clip_case("float64, max_norm=0.5", (5, 3), (7,), (1,), max_norm=0.5, dtype=f64, seed=2),
+        _clip_case("a parameter without gradient", (4,), (3, 3), (5,), max_norm=1.0, seed=3, without=(1,)),
+        _clip_case("tiny gradients: the 1e-6 in max_norm/(norm + 1e-6) matters", (10,), (3, 4), max_norm=1e-5,
+                   dtype=f64, seed=4, scale=1e-5),
+        _clip_case("parameters given as a generator, as model.parameters() is", (8,), (2, 6), max_norm=0.7, seed=5,
+                   how="generator"),
+        _clip_case("one tensor passed on its own", (4, 6), max_norm=2.0, seed=6, how="tensor"),
+        _clip_case("norm just below max_norm", (12,), (2, 3), max_norm=4.5, dtype=f64, seed=7),
+        _clip_case("integer max_norm", (64,), (8, 8), max_norm=3, seed=8),
+    ]
+
+
+def _as_list(parameters):
+    return [parameters] if isinstance(parameters, torch.Tensor) else list(parameters)
+
+
+def clip_per_tensor(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    for g in grads:
+        g.mul_(torch.clamp(max_norm / (torch.linalg.vector_norm(g) + 1e-6), max=1.0))
+    return total
+
+
+def _total(grads):
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def clip_scales_up(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = _total(grads)
+    for g in grads:
+        g.mul_(max_norm / (total + 1e-6))
+    return total
+
+
+def clip_returns_new_norm(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = _total(grads)
+    for g in grads:
+        g.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return _total(grads)
+
+
+def clip_no_epsilon(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = _total(grads)
+    for g in grads:
+        g.mul_(torch.clamp(max_norm / total, max=1.0))
+    return total
+
+
+def clip_sum_of_norms(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = sum(torch.linalg.vector_norm(g) for g in grads)
+    for g in grads:
+        g.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+def clip_not_in_place(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = _total(grads)
+    for g in grads:
+        g = g * torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return total
+
+
+def clip_generator_twice(parameters, max_norm):
+    if isinstance(parameters, torch.Tensor):
+        parameters = [parameters]
+    total = _total([p.grad for p in parameters if p.grad is not None])
+    for p in parameters:
+        if p.grad is not None:
+            p.grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+def clip_none_grad(parameters, max_norm):
+    params = _as_list(parameters)
+    total = sum(p.grad.pow(2).sum() for p in params).sqrt()
+    for p in params:
+        p.grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
+def clip_returns_float(parameters, max_norm):
+    grads = [p.grad for p in _as_list(parameters) if p.grad is not None]
+    total = _total(grads)
+    for g in grads:
+        g.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total.item()
+
+
+def _idempotent(call):
+    """Clipping twice changes nothing the second time (up to the 1e-6)."""
+    p = randn(20, seed=60, dtype=f64).requires_grad_()
+    p.grad = randn(20, seed=61, dtype=f64, scale=10.0)
+    call([p], 1.0)
+    first = p.grad.clone()
+    call([p], 1.0)
+    if not torch.allclose(p.grad, first, rtol=1e-5):
+        return "a second call with the same max_norm changed the already clipped gradients"
+    n = float(torch.linalg.vector_norm(p.grad))
+    if not n <= 1.0 + 1e-9:
+        return f"after clipping to max_norm=1 the gradient norm is {n:.6g}"
+    return None
+
+
+register(ClipExercise(
+    name="clip_grad_norm_",
+    chapter="foundations/optimizers",
+    signature="clip_grad_norm_(parameters, max_norm)",
+    oracle=torch.nn.utils.clip_grad_norm_,
+    cases=clip_grad_norm_cases,
+    properties=[Property("clipping twice changes nothing and leaves the norm at most max_norm", _idempotent)],
+    hint="total = ‖(‖g₁‖, ‖g₂‖, …)‖₂ over params with a grad;  every g *= min(1, max_norm/(total + 1e-6)) in place; "
+         "return total (a 0-dim tensor)   (eqs. clip-norm, clip-scale)",
+    mistakes=[
+        Mistake("clips each tensor separately", clip_per_tensor,
+                "you clipped each gradient by its own norm: clipping is by the global norm of all gradients "
+                "together, one factor for every tensor, so the update keeps its direction."),
+        Mistake("scales small gradients up", clip_scales_up,
+                "you rescale every gradient to max_norm, even small ones: the factor is min(1, max_norm/(norm + "
+                "1e-6)), so gradients already below max_norm stay as they are."),
+        Mistake("returns the norm after clipping", clip_returns_new_norm,
+                "you returned the norm after clipping: clip_grad_norm_ returns the total norm before clipping "
+                "(what training logs plot)."),
+        Mistake("no 1e-6 in the factor", clip_no_epsilon,
+                "your factor is max_norm/norm: PyTorch's is max_norm/(norm + 1e-6), which also keeps an all-zero "
+                "gradient from dividing by zero."),
+        Mistake("sum of norms", clip_sum_of_norms,
+                "you added the tensors' norms: the total norm is the L2 norm of all gradients as one vector, "
+                "sqrt(Σ ‖gᵢ‖²)."),
+        Mistake("gradients not modified", clip_not_in_place,
+                "your clipped gradients never reach the parameters: `g = g * c` makes a new tensor; scale "
+                "p.grad in place (p.grad.mul_(c))."),
+        Mistake("generator read twice", clip_generator_twice,
+                "model.parameters() is a generator, empty the second time you loop over it: make a list first "
+                "(and wrap a single tensor in one)."),
+        Mistake("crashes on a parameter without gradient", clip_none_grad,
+                "a parameter whose .grad is None must be left out of the norm and left alone."),
+        Mistake("returns a Python float", clip_returns_float,
+                "return the norm as a 0-dim tensor, as PyTorch does (no .item()): it stays on the device, "
+                "with no synchronisation."),
+    ],
+))
