@@ -5,7 +5,8 @@
 
 __book__ = "hand-written-llm"
 
+from .configs import TransformerConfig  # noqa: E402
 from .grader import CheckFailed, check, list_exercises, run  # noqa: E402
 from .tracking import progress  # noqa: E402
 
-__all__ = ["CheckFailed", "check", "list_exercises", "progress", "run"]
+__all__ = ["CheckFailed", "TransformerConfig", "check", "list_exercises", "progress", "run"]
