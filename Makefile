@@ -32,11 +32,12 @@ check-generated: setup ## fail when exercises/ or solutions/ are stale
 lint: setup ## ruff over utils, tests and the chapter notebooks
 	$(BIN)/ruff check utils tests chapters
 
+# Two pytest workers on two cores: one torch thread each, or they fight over the cores.
 unit: setup ## pytest tests/: the grader, every exercise and mistake, the generator
-	$(PY) -m pytest tests -q -n 2
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests -q -n 2
 
 notebooks: setup ## execute every notebook with nbval (15 s budget each)
-	$(PY) -m pytest --nbval-lax -q -n 2 --dist loadfile -p utils.nbtiming $(NOTEBOOKS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest --nbval-lax -q -n 2 --dist loadfile -p utils.nbtiming $(NOTEBOOKS)
 
 build: setup ## build the website into _build/html (executes every chapter; fails on any error or warning)
 	rm -rf _build
