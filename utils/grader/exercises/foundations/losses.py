@@ -290,7 +290,8 @@ register(Exercise(
     mistakes=[
         Mistake("log of sigmoid", bce_naive,
                 "log(sigmoid(z)) and log(1 - sigmoid(z)) hit log(0) = -inf once sigmoid rounds to 0 or 1 (|z| > 17 "
-                "in float32): use the stable form max(z, 0) - z*y + log(1 + exp(-|z|))."),
+                "in float32): use the stable form (1 - y)*z + m + log(exp(-m) + exp(-z - m)) with m = max(-z, 0), "
+                "eq. (bce-stable)."),
         Mistake("softplus overflows", bce_softplus_overflow,
                 "log(1 + exp(z)) overflows to inf for z > 88 in float32: rewrite it as max(z, 0) + "
                 "log(1 + exp(-|z|))."),
