@@ -76,6 +76,35 @@ def check_console(log, name: str) -> None:
     expect(not log["errors"], f"{name}: no console errors {log['errors'][:3]}")
 
 
+def chapter_pages() -> list[str]:
+    """Every chapter of _toc.yml, as 'part/topic'."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    return [c["file"].removeprefix("chapters/") for part in toc["parts"] for c in part["chapters"]]
+
+
+def check_chapter(browser, base: str, chapter: str) -> None:
+    """Every chapter page: math typeset, every widget rendered, Colab links, figures, a clean console."""
+    page, log = open_page(browser, f"{base}/chapters/{chapter}.html")
+    wait_for_mathjax(page)
+    views = page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
+    if views:
+        page.wait_for_function("() => document.querySelectorAll('.jupyter-widgets.widget-container, "
+                               ".jupyter-widgets.widget-inline-hbox, .widget-html, .widget-output').length >= 1",
+                               timeout=20000)
+    pending = page.evaluate("() => document.querySelectorAll('mjx-merror, .MathJax_Error').length")
+    typeset = page.locator("mjx-container").count()
+    links = page.locator("a.colab-exercises, a.colab-solutions").count()
+    broken = page.evaluate("() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length")
+    ok = typeset > 0 and pending == 0 and links == 2 and broken == 0 and not (log["external"] or log["failed"]
+                                                                                or log["errors"])
+    expect(ok, f"{chapter}: {typeset} formulas, {pending} math errors, {views} widget views, {links} Colab links, "
+               f"{broken} broken images, console {log['errors'][:2]}, failed loads {log['failed'][:2]}, "
+               f"external {log['external'][:2]}")
+    page.close()
+
+
 def main(site: str) -> int:
     site_dir = Path(site).resolve()
     if not (site_dir / "intro.html").exists():
@@ -136,6 +165,10 @@ def main(site: str) -> int:
             page.screenshot(path=str(ARTIFACTS / "smoke-softmax-top.png"), full_page=False)
             print(f"  screenshot (CI artifact): {(ARTIFACTS / 'smoke-softmax-top.png').relative_to(ROOT)}")
             check_console(log, "softmax")
+            page.close()
+
+            for chapter in chapter_pages():
+                check_chapter(browser, base, chapter)
             browser.close()
     finally:
         server.shutdown()
