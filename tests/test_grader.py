@@ -395,3 +395,24 @@ def test_the_time_limit_never_interrupts_an_import(tmp_path, monkeypatch):
             while True:
                 pass
     assert sys.modules["slow_module"].DONE is True
+
+
+def test_plain_python_builtins_can_be_forbidden_and_are_restored():
+    from utils.grader.core import evaluate
+
+    original = torch.nn.utils.clip_grad_norm_
+    ex = Exercise(name="norm_of", chapter="foundations/softmax", signature="norm_of(x)",
+                  oracle=lambda x: x.norm(), cases=lambda: [case(_rows, seed=s) for s in range(5)],
+                  forbidden=("torch.nn.utils.clip_grad_norm_", "torch.optim.adam.adam"))
+
+    def sneaky(x):
+        from torch.nn.utils import clip_grad_norm_  # looked up while the check runs
+        p = x.clone().requires_grad_()
+        p.grad = x.clone()
+        return clip_grad_norm_([p], 1e9)
+
+    report = evaluate(ex, sneaky)
+    assert report.kind == "forbidden-call" and "torch.nn.utils.clip_grad_norm_" in report.failure.problem.message
+    assert torch.nn.utils.clip_grad_norm_ is original
+    assert torch.nn.utils.clip_grad.clip_grad_norm_ is original
+    assert evaluate(ex, lambda x: (x * x).sum().sqrt()).passed

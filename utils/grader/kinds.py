@@ -169,6 +169,11 @@ class OptimizerExercise(Exercise):
         if not (isinstance(target, type) and issubclass(target, torch.optim.Optimizer)):
             return (f"check('{self.name}', ...) expects your optimizer class, a subclass of "
                     f"torch.optim.Optimizer; got {getattr(target, '__name__', type(target).__name__)}")
+        builtin = [k for k in target.__mro__[1:] if k.__module__.startswith("torch.optim")
+                   and k is not torch.optim.Optimizer]
+        if builtin:
+            return (f"your {target.__name__} inherits from {builtin[0].__module__}.{builtin[0].__name__}: "
+                    "subclass torch.optim.Optimizer itself and write step() yourself")
         return None
 
     def pristine_inputs(self, case):

@@ -7,6 +7,8 @@ an exception the engine turns into a report line.
 from __future__ import annotations
 
 import ctypes
+import importlib
+import inspect
 import linecache
 import os
 import sys
@@ -41,11 +43,19 @@ _ROOTS = {"torch": torch, "F": F, "Tensor": torch.Tensor, "nn": torch.nn}
 
 
 def resolve(name: str):
-    """'F.softmax' -> the function object; names are written as readers write them."""
+    """'F.softmax' -> the function object; names are written as readers write them.
+
+    Submodules that their package does not expose as attributes ('torch.optim.sgd') are imported.
+    """
     root, *rest = name.split(".")
-    obj = _ROOTS[root] if root in _ROOTS else __import__(root)
+    obj = _ROOTS[root] if root in _ROOTS else importlib.import_module(root)
+    path = [_ROOTS[root].__name__ if root in _ROOTS and inspect.ismodule(_ROOTS[root]) else root]
     for part in rest:
-        obj = getattr(obj, part)
+        path.append(part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            obj = importlib.import_module(".".join(path))
     return obj
 
 
@@ -111,12 +121,43 @@ def time_limit(seconds: float | None):
             state["timer"].cancel()
 
 
+def _refuse(name: str):
+    def refused(*args, **kwargs):
+        raise ForbiddenCall(name)
+    return refused
+
+
+@contextmanager
+def _swapped(names):
+    """Plain Python functions (clip_grad_norm_, torch.optim.adam.adam, ...) never reach a TorchFunctionMode:
+    replace them on their module, under every alias torch gives them, while the reader's code runs."""
+    saved = []
+    try:
+        for name in names:
+            target = resolve(name)
+            if not inspect.isfunction(target):
+                continue
+            homes = {id(m): m for m in (sys.modules.get(target.__module__), _parent(name))
+                     if m is not None and getattr(m, target.__name__, None) is target}
+            for home in homes.values():
+                saved.append((home, target.__name__, target))
+                setattr(home, target.__name__, _refuse(name))
+        yield
+    finally:
+        for home, attr, value in reversed(saved):
+            setattr(home, attr, value)
+
+
+def _parent(name: str):
+    return resolve(name.rsplit(".", 1)[0]) if "." in name else None
+
+
 @contextmanager
 def guarded(forbidden=(), seconds: float | None = None):
     """The reader's code runs inside this: banned calls raise ForbiddenCall, loops are stopped."""
     with time_limit(seconds):
         if forbidden:
-            with _Forbid(forbidden):
+            with _swapped(forbidden), _Forbid(forbidden):
                 yield
         else:
             yield

@@ -12,57 +12,18 @@ built on `_SGD` / `_Adam` below, each overriding exactly one piece.
 from __future__ import annotations
 
 import math
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import torch
-import torch.nn.utils.clip_grad as _clip_module
-import torch.optim.adam as _adam_module
-import torch.optim.adamw as _adamw_module
-import torch.optim.sgd as _sgd_module
 
 from ...core import Case, Exercise, Mistake, Outcome, Property, _detach, _enter
 from ...inputs import randn
 from ...kinds import OptimizerExercise, OptimizerRun
 from ...registry import register
-from ...sandbox import ForbiddenCall, TimeLimitExceeded
+from ...sandbox import TimeLimitExceeded
 
 f32, f64 = torch.float32, torch.float64
-
-
-# --------------------------------------------------------------------------- forbidding Python-level built-ins
-
-def _refuse(name):
-    def refused(*args, **kwargs):
-        raise ForbiddenCall(name)
-    return refused
-
-
-@contextmanager
-def _patched(targets):
-    """Replace module attributes [(module, attribute, name shown)] by functions raising ForbiddenCall.
-
-    The forbidden-call guard of the engine intercepts torch-level calls only; the optimizers' functional
-    forms and clip_grad_norm_ are plain Python functions, so they are swapped out while the reader's code runs.
-    """
-    saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in targets if hasattr(mod, attr)]
-    try:
-        for mod, attr, name in targets:
-            if hasattr(mod, attr):
-                setattr(mod, attr, _refuse(name))
-        yield
-    finally:
-        for mod, attr, value in saved:
-            setattr(mod, attr, value)
-
-
-def _combined(first, *more):
-    stack = ExitStack()
-    stack.enter_context(first)
-    for cm in more:
-        stack.enter_context(cm)
-    return stack
 
 
 # --------------------------------------------------------------------------- optimizer runs
@@ -96,40 +57,10 @@ def _opt_case(note, *shapes, **kw):
     return Case(make=partial(_run, shapes, **kw), note=note)
 
 
-OPTIM_FUNCTIONALS = [
-    (_sgd_module, "sgd", "torch.optim.sgd.sgd"),
-    (_adam_module, "adam", "torch.optim.adam.adam"),
-    (_adamw_module, "adamw", "torch.optim.adamw.adamw"),
-]
+# The functional forms are plain Python functions; the engine swaps them out while the reader's code runs.
+OPTIM_FUNCTIONALS = ("torch.optim.sgd.sgd", "torch.optim.adam.adam", "torch.optim.adamw.adamw")
 
-
-@dataclass
-class _OptimizerExercise(OptimizerExercise):
-    """OptimizerExercise that also refuses a subclass of (or delegation to) the built-in optimizer."""
-
-    def structure(self, target):
-        bad = super().structure(target)
-        if bad:
-            return bad
-        builtin = [k for k in target.__mro__[1:] if k.__module__.startswith("torch.optim")
-                   and k is not torch.optim.Optimizer]
-        if builtin:
-            return (f"your {target.__name__} inherits from {builtin[0].__module__}.{builtin[0].__name__}: "
-                    "subclass torch.optim.Optimizer itself and write step() yourself")
-        return None
-
-    def guard(self):
-        return _combined(super().guard(), _patched(OPTIM_FUNCTIONALS))
-
-    def outcome(self, target, case, guard):
-        # The first Optimizer.__init__ of a session imports torch._dynamo (seconds). Under the guard's time limit
-        # that import can be interrupted half-way, which breaks every optimizer for the rest of the session:
-        # import it here, outside the guard, before the reader's constructor runs.
-        import torch._dynamo  # noqa: F401
-        return super().outcome(target, case, guard)
-
-
-FUSED = ("torch._fused_sgd_", "torch._fused_adam_", "torch._fused_adamw_")
+FUSED = ("torch._fused_sgd_", "torch._fused_adam_", "torch._fused_adamw_") + OPTIM_FUNCTIONALS
 
 
 # --------------------------------------------------------------------------- SGD: the mistakes' skeleton
@@ -242,7 +173,7 @@ SGD_CASES = lambda: [  # noqa: E731
               dtype=f64, seed=7, scale=30.0),
 ]
 
-register(_OptimizerExercise(
+register(OptimizerExercise(
     name="SGD",
     chapter="foundations/optimizers",
     signature="SGD(params, lr, momentum=0.0, weight_decay=0.0, nesterov=False)",
@@ -451,7 +382,7 @@ EPS_INSIDE = ("ε sits inside your square root: PyTorch adds it after, √v̂ + 
 DEFAULTS = ("you read the hyper-parameters from the constructor's defaults: each param group can override lr, "
             "betas, eps and weight_decay, so read them from `group` inside the loop.")
 
-register(_OptimizerExercise(
+register(OptimizerExercise(
     name="Adam",
     chapter="foundations/optimizers",
     signature="Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)",
@@ -483,7 +414,7 @@ register(_OptimizerExercise(
     ],
 ))
 
-register(_OptimizerExercise(
+register(OptimizerExercise(
     name="AdamW",
     chapter="foundations/optimizers",
     signature="AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)",
@@ -648,16 +579,8 @@ register(ScheduleExercise(
 
 # --------------------------------------------------------------------------- clip_grad_norm_: norm and gradients
 
-CLIP_BUILTINS = [
-    (torch.nn.utils, "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
-    (torch.nn.utils, "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
-    (torch.nn.utils, "get_total_norm", "torch.nn.utils.get_total_norm"),
-    (torch.nn.utils, "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
-    (_clip_module, "clip_grad_norm_", "torch.nn.utils.clip_grad_norm_"),
-    (_clip_module, "clip_grad_norm", "torch.nn.utils.clip_grad_norm"),
-    (_clip_module, "get_total_norm", "torch.nn.utils.get_total_norm"),
-    (_clip_module, "clip_grads_with_norm_", "torch.nn.utils.clip_grads_with_norm_"),
-]
+CLIP_BUILTINS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.get_total_norm",
+                 "torch.nn.utils.clip_grads_with_norm_")
 
 
 class ClipExercise(Exercise):
@@ -696,9 +619,6 @@ class ClipExercise(Exercise):
 
     def pristine_inputs(self, case):
         return tuple(case.make()[0])
-
-    def guard(self):
-        return _combined(super().guard(), _patched(CLIP_BUILTINS))
 
 
 def _clip_inputs(shapes, max_norm, dtype=f32, seed=0, scale=1.0, without=(), how="list"):
@@ -831,6 +751,7 @@ register(ClipExercise(
     signature="clip_grad_norm_(parameters, max_norm)",
     oracle=torch.nn.utils.clip_grad_norm_,
     cases=clip_grad_norm_cases,
+    forbidden=CLIP_BUILTINS,
     properties=[Property("clipping twice changes nothing and leaves the norm at most max_norm", _idempotent)],
     hint="total = ‖(‖g₁‖, ‖g₂‖, …)‖₂ over params with a grad;  every g *= min(1, max_norm/(total + 1e-6)) in place; "
          "return total (a 0-dim tensor)   (eqs. clip-norm, clip-scale)",
