@@ -11,3 +11,11 @@ def test_bench_command_prints_the_ratio_table(capsys):
     book_ms, builtin_ms = float(book.removesuffix("ms")), float(builtin.removesuffix("ms"))
     assert "(4096, 4096)" in row and book_ms > 0 and builtin_ms > 0
     assert abs(float(ratio.removesuffix("x")) - book_ms / builtin_ms) < 0.02 * book_ms / builtin_ms + 0.01
+
+
+def test_bench_drives_module_and_optimizer_classes(capsys):
+    assert main(["RMSNorm", "SGD", "clip_grad_norm_", "--repeats", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "(8, 1024, 768)" in next(line for line in out.splitlines() if line.startswith("RMSNorm"))
+    assert "8 x (1024, 1024)" in next(line for line in out.splitlines() if line.startswith("SGD"))
+    assert "8 x (1024, 1024)" in next(line for line in out.splitlines() if line.startswith("clip_grad_norm_"))

@@ -2,9 +2,14 @@
 
     python -m utils.bench [name ...]
 
-An exercise opts in with `bench=(make_inputs, builtin)` in its declaration: `make_inputs()` returns
-(args, kwargs) and `builtin` is the PyTorch function with the same call. The solution is taken from the
-chapter notebook. Median of several repetitions; not part of CI (timings depend on the machine).
+An exercise opts in with `bench=...` in its declaration:
+
+    function   (make_inputs, builtin)          make_inputs() -> (args, kwargs); builtin has the same call
+    module     (make_inputs, builtin, init)    both classes built with init = (args, kwargs), then forward timed
+    optimizer  (make_params, builtin, hyper)   both built on copies of make_params() with **hyper, step() timed
+
+The solution is taken from the chapter notebook. Median of several repetitions; not part of CI
+(timings depend on the machine).
 """
 
 from __future__ import annotations
@@ -15,8 +20,24 @@ import sys
 import torch
 
 from .grader import get, list_exercises
+from .grader.core import _tensors
 from .measure import median_time
 from .notebook import load_solutions
+
+
+def _shapes(tensors) -> str:
+    shapes = [str(tuple(t.shape)) for t in tensors]
+    if len(shapes) > 2 and len(set(shapes)) == 1:
+        return f"{len(shapes)} x {shapes[0]}"
+    return ", ".join(shapes)
+
+
+def _stepper(cls, params, hyper):
+    """opt.step of an optimizer of class `cls` over fresh copies of `params`, each with a gradient."""
+    copies = [p.clone().requires_grad_() for p in params]
+    for p in copies:
+        p.grad = torch.randn_like(p)
+    return cls(copies, **hyper).step
 
 
 def bench(names=None, repeats: int = 9, warmup: int = 2) -> list[tuple]:
@@ -25,13 +46,22 @@ def bench(names=None, repeats: int = 9, warmup: int = 2) -> list[tuple]:
         ex = get(name)
         if ex.bench is None:
             continue
-        make, builtin = ex.bench
+        make, builtin, *init = ex.bench
         impl = load_solutions(ex.chapter)[name]
-        args, kwargs = make()
+        if ex.kind == "optimizer":
+            args, kwargs = (), {}
+            params = make()
+            shapes = _shapes(params)
+            impl, builtin = (_stepper(cls, params, init[0]) for cls in (impl, builtin))
+        else:
+            args, kwargs = make()
+            shapes = _shapes(_tensors(args))
+            if ex.kind == "module":
+                (ia, ikw), = init
+                impl, builtin = impl(*ia, **ikw), builtin(*ia, **ikw)
         with torch.no_grad():
             mine = median_time(impl, *args, repeats=repeats, warmup=warmup, **kwargs)
             ref = median_time(builtin, *args, repeats=repeats, warmup=warmup, **kwargs)
-        shapes = ", ".join(str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor))
         rows.append((name, shapes, mine, ref, mine / ref))
     return rows
 
@@ -44,9 +74,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = bench(args.names, args.repeats, args.warmup)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} runs")
-    print(f"{'exercise':<28} {'input':<22} {'book':>10} {'built-in':>10} {'ratio':>7}")
+    w = max([len(r[0]) for r in rows] + [8])
+    v = max([len(r[1]) for r in rows] + [5])
+    print(f"{'exercise':<{w}}  {'input':<{v}}  {'book':>10} {'built-in':>10} {'ratio':>7}")
     for name, shapes, mine, ref, ratio in rows:
-        print(f"{name:<28} {shapes:<22} {mine * 1e3:>8.2f}ms {ref * 1e3:>8.2f}ms {ratio:>6.2f}x")
+        print(f"{name:<{w}}  {shapes:<{v}}  {mine * 1e3:>8.2f}ms {ref * 1e3:>8.2f}ms {ratio:>6.2f}x")
     skipped = [n for n in (args.names or list_exercises()) if get(n).bench is None]
     if skipped:
         print(f"no benchmark declared for: {', '.join(skipped)}")

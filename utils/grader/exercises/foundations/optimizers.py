@@ -208,6 +208,8 @@ register(OptimizerExercise(
                 "a parameter whose .grad is None (unused in the loss) must be skipped: `if p.grad is None: "
                 "continue`."),
     ],
+    bench=(lambda: [randn(1024, 1024, seed=k) for k in range(8)], torch.optim.SGD,
+           {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.01}),
 ))
 
 
@@ -412,6 +414,7 @@ register(OptimizerExercise(
                 "a parameter whose .grad is None (unused in the loss) must be skipped, its state left alone: "
                 "`if p.grad is None: continue`."),
     ],
+    bench=(lambda: [randn(1024, 1024, seed=k) for k in range(8)], torch.optim.Adam, {"lr": 1e-3}),
 ))
 
 register(OptimizerExercise(
@@ -441,6 +444,7 @@ register(OptimizerExercise(
         Mistake("decays parameters without gradient", AdamWDecaysWithoutGrad,
                 "you decay parameters whose .grad is None: PyTorch skips them entirely, decay included."),
     ],
+    bench=(lambda: [randn(1024, 1024, seed=k) for k in range(8)], torch.optim.AdamW, {"lr": 1e-3}),
 ))
 
 
@@ -628,6 +632,14 @@ def _clip_inputs(shapes, max_norm, dtype=f32, seed=0, scale=1.0, without=(), how
     return values, grads, max_norm, how
 
 
+def _bench_clip_inputs():
+    """Eight 1024 x 1024 parameters with gradients, as a model's parameters() would give them."""
+    params = [randn(1024, 1024, seed=k).requires_grad_() for k in range(8)]
+    for k, p in enumerate(params):
+        p.grad = randn(1024, 1024, seed=100 + k)
+    return (params, 1.0), {}
+
+
 def _clip_case(note, *shapes, **kw):
     return Case(make=partial(_clip_inputs, shapes, **kw), note=note)
 
@@ -783,4 +795,5 @@ register(ClipExercise(
                 "return the norm as a 0-dim tensor, as PyTorch does (no .item()): it stays on the device, "
                 "with no synchronisation."),
     ],
+    bench=(_bench_clip_inputs, torch.nn.utils.clip_grad_norm_),
 ))

@@ -320,4 +320,5 @@ register(ModuleExercise(
                 "running_mean and running_var are plain tensor attributes: register them with "
                 "self.register_buffer(...) so that they are saved in state_dict and moved by .to()."),
     ],
+    bench=(lambda: call(randn(32, 64, 56, 56, seed=0)), nn.BatchNorm2d, ((64,), {})),
 ))

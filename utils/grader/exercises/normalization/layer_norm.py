@@ -255,6 +255,7 @@ register(ModuleExercise(
                 "weight and bias are plain tensors: wrap them in nn.Parameter so that they are trained, "
                 "saved in state_dict and moved by .to()."),
     ],
+    bench=(lambda: ((randn(8, 1024, 768, seed=0),), {}), nn.LayerNorm, ((768,), {})),
 ))
 
 
@@ -347,4 +348,5 @@ register(ModuleExercise(
         Mistake("no keepdim", RMSNoKeepdim,
                 "the mean square lost its reduced axis: use keepdim=True so that it broadcasts against x."),
     ],
+    bench=(lambda: ((randn(8, 1024, 768, seed=0),), {}), nn.RMSNorm, ((768,), {"eps": 1e-6})),
 ))
