@@ -1,0 +1,71 @@
+"""Every chapter follows the anatomy of DESIGN.md, so readers find the same things in the same places."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import pytest
+
+from utils.grader import EXERCISES, list_exercises
+from utils.notebook import ROOT, chapters, has_solution, is_check_cell
+
+CHAPTERS = [p.relative_to(ROOT / "chapters").with_suffix("").as_posix() for p in chapters()]
+SECTIONS = ("Pitfalls", "Interview follow-ups", "Cost", "Cheat sheet")
+
+
+def _notebook(chapter):
+    return nbformat.read(ROOT / "chapters" / f"{chapter}.ipynb", as_version=4)
+
+
+def _markdown(nb) -> str:
+    return "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_title_prompt_goals_and_time(chapter):
+    first = next(c for c in _notebook(chapter).cells if c.cell_type == "markdown").source
+    assert first.startswith("# "), "the first markdown cell opens with the title"
+    assert "面试原题" in first and re.search(r"[\u4e00-\u9fff]", first), "the interview prompt in Chinese"
+    assert "**Time**" in first and "**You will be able to**" in first
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_sections_of_the_anatomy(chapter):
+    text = _markdown(_notebook(chapter))
+    headings = re.findall(r"^##+ (.+)$", text, flags=re.M)
+    for section in SECTIONS:
+        assert any(h.startswith(section) for h in headings), f"{chapter}: no '{section}' section"
+    assert any(h.startswith(("Intuition", "Derivation")) for h in headings)
+    assert re.search(r"\$\$[ \t]*\([\w:-]+\)", text), f"{chapter}: no labelled equation `$$ ... $$ (label)`"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_each_exercise_has_statement_solution_hints_and_check(chapter):
+    nb = _notebook(chapter)
+    cells = nb.cells
+    names = [n for n in list_exercises() if EXERCISES[n].chapter == chapter]
+    assert names, f"{chapter}: no exercise registered for this chapter"
+    statements = [c for c in cells if c.cell_type == "markdown" and "exercise" in c.metadata.get("tags", [])]
+    assert len(statements) >= 1
+    for name in names:
+        check = [i for i, c in enumerate(cells) if is_check_cell(c) and c.source.strip() == f'check("{name}", {name})']
+        assert len(check) == 1, f"{chapter}: one check cell `check(\"{name}\", {name})`"
+        before = cells[: check[0]]
+        solution = [c for c in before if c.cell_type == "code" and has_solution(c.source)
+                    and re.search(rf"^(def|class) {name}\b", c.source, flags=re.M)]
+        assert solution, f"{chapter}: the cell defining {name} has no marked solution before its check"
+        hints = [c for c in before if c.cell_type == "markdown" and "<details>" in c.source]
+        assert hints, f"{chapter}: no collapsed hints before the check of {name}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_committed_without_outputs(chapter):
+    for c in _notebook(chapter).cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None
+
+
+def test_every_chapter_is_in_the_table_of_contents():
+    from utils.grader.registry import reading_order
+    assert sorted(reading_order()) == sorted(CHAPTERS)
