@@ -416,3 +416,16 @@ def test_plain_python_builtins_can_be_forbidden_and_are_restored():
     assert torch.nn.utils.clip_grad_norm_ is original
     assert torch.nn.utils.clip_grad.clip_grad_norm_ is original
     assert evaluate(ex, lambda x: (x * x).sum().sqrt()).passed
+
+
+def test_a_coincidence_on_one_case_is_not_a_diagnosis():
+    def softmax(x, dim=-1):   # NaN for any large input: like "no max shift" on one case, unlike it elsewhere
+        if x.abs().max() > 500:
+            return torch.full_like(x, torch.nan)
+        return good_softmax(x, dim)
+
+    report = run("softmax", softmax)
+    assert report.kind == "not-finite"
+    assert report.diagnosis is None, report.diagnosis
+    no_shift = next(m for m in get("softmax").mistakes if m.name == "no max shift")
+    assert run("softmax", no_shift.impl).diagnosis == no_shift.message

@@ -336,19 +336,29 @@ def _matches(a: Outcome, b: Outcome) -> bool:
 
 
 def diagnose(ex: Exercise, impl, fail: int, got: Outcome) -> Mistake | None:
-    """The registered mistake that the reader's code behaves like, judged on every case."""
+    """The registered mistake that the reader's code behaves like, judged on every case.
+
+    A mistake is named only if it matches the reader on the failing case and on every other case where
+    the mistake shows (differs from the oracle): a coincidence on one case is not a diagnosis. Among
+    the survivors, the one that agrees with the reader on most cases wins.
+    """
     cases = ex.all_cases()
     candidates = [m for m in ex.mistakes if _matches(ex.outcome(m.impl, cases[fail], ex.guard), got)]
-    if len(candidates) <= 1:
-        return candidates[0] if candidates else None
+    if not candidates:
+        return None
     score = {m.name: 0 for m in candidates}
     for j, case in enumerate(cases):
-        if j == fail:
+        if j == fail or not score:
             continue
         mine = ex.outcome(impl, case, ex.guard)
-        for m in candidates:
-            score[m.name] += _matches(ex.outcome(m.impl, case, ex.guard), mine)
-    return max(candidates, key=lambda m: score[m.name])
+        for m in [m for m in candidates if m.name in score]:
+            theirs = ex.outcome(m.impl, case, ex.guard)
+            if _matches(theirs, mine):
+                score[m.name] += 1
+            elif not _matches(theirs, ex.expected(j)):
+                del score[m.name]          # the mistake shows here, and the reader's code does otherwise
+    survivors = [m for m in candidates if m.name in score]
+    return max(survivors, key=lambda m: score[m.name]) if survivors else None
 
 
 def evaluate(ex: Exercise, impl) -> Report:

@@ -203,8 +203,10 @@ register(_TiledExercise(
                 "is_causal=True is ignored: mask the keys j > i (top-left aligned) and skip key blocks that "
                 "start after the query block's last row."),
         Mistake("full score matrix", flash_full_scores,
-                "the values are right but you built the whole (L, S) score matrix: FlashAttention visits the "
-                "keys block by block and keeps only a running max, a running sum and an accumulator."),
+                "the values are right but your code creates a tensor as large as the whole (L, S) score matrix "
+                "(the scores, the weights, or a full (L, S) causal mask): FlashAttention visits the keys block by "
+                "block, keeps only a running max, a running sum and an accumulator, and builds each tile's causal "
+                "mask from global positions."),
         Mistake("calls the built-in", flash_builtin,
                 "this exercise asks you to write the tiled loop yourself: F.scaled_dot_product_attention and "
                 "softmax are off limits; use matmul, exp, amax and sum."),

@@ -288,8 +288,9 @@ register(Exercise(
                 "the extra heads take EVERY OTHER slope of 2c, starting with the first: slopes(2c)[0::2][:n - c], "
                 "not the first n - c slopes of 2c."),
         Mistake("extra slopes from the odd entries", alibi_extra_odd,
-                "the extra heads take slopes(2c)[0::2] (starting at the first), not [1::2]: the odd entries "
-                "repeat slopes that the first c heads already have."),
+                "your extra heads repeat slopes that the first c heads already have (slopes(2c)[1::2] is exactly "
+                "slopes(c)): they take slopes(2c)[0::2], every other slope of 2c starting at the first, the ones "
+                "that fall between the first c slopes."),
         Mistake("next power of two, truncated", alibi_next_power,
                 "you took the slopes of the next power of two and kept the first n: the paper starts from the "
                 "power of two BELOW n and interleaves the extra slopes from 2c."),

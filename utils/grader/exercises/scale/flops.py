@@ -29,7 +29,9 @@ def _cases():
         _case(TransformerConfig(**base), 1, "a single token of context"),
         _case(TransformerConfig(**base, tie_word_embeddings=True), 64, "tied embeddings"),
         _case(TransformerConfig(**base, learned_positions=128), 128, "learned positions are embeddings too"),
-        _case(TransformerConfig(**base, head_dim=16, num_key_value_heads=2), 32, "head_dim * H != hidden_size, GQA"),
+        # kv heads * head_dim (24) differs from hidden_size (32) and from H * head_dim (48): an attention term
+        # written with the kv heads must not look like the registered "attention term with hidden_size" here
+        _case(TransformerConfig(**base, head_dim=12, num_key_value_heads=2), 32, "head_dim * H != hidden_size, GQA"),
         _case(TransformerConfig(**base, norm="layernorm", qkv_bias=True, mlp_bias=True, out_bias=True,
                                 gated_mlp=False), 8, "GPT style block"),
     ]
