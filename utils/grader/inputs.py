@@ -30,6 +30,9 @@ def call(*args, **kwargs):
     return args, kwargs
 
 
-def case(build, *args, note: str = "", grad: bool = False, **kwargs) -> Case:
-    """A Case whose inputs are `build(*args, **kwargs)`: arguments are bound now, tensors made fresh each run."""
-    return Case(make=partial(build, *args, **kwargs), note=note, grad=grad)
+def case(build, *args, note: str = "", grad: bool = False, tolerance: dict | None = None, **kwargs) -> Case:
+    """A Case whose inputs are `build(*args, **kwargs)`: arguments are bound now, tensors made fresh each run.
+
+    `note`, `grad` and `tolerance` belong to the Case; every other keyword goes to `build`.
+    """
+    return Case(make=partial(build, *args, **kwargs), note=note, grad=grad, tolerance=tolerance)

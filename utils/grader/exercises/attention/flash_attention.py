@@ -82,7 +82,7 @@ def _climbing_scores(dtype=f64):
 
 def _case(build, *args, note="", grad=False, limit=0, **kwargs):
     make = partial(build, *args, **kwargs)
-    return _Watched(make, note, grad, limit) if limit else Case(make, note, grad)
+    return _Watched(make, note, grad, limit=limit) if limit else Case(make, note, grad)
 
 
 def _cases():

@@ -184,9 +184,7 @@ def tanh_via_naive_sigmoid(x):
 
 
 def tanh_half(x):
-    e = torch.exp(-x.abs())
-    s = torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
-    return 2 * s - 1
+    return 2 * _sigmoid_stable(x) - 1       # a sigmoid without a kink at 0, so only the x/2 is wrong
 
 
 def tanh_sign_kink(x):

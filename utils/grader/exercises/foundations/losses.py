@@ -44,6 +44,12 @@ def _ce_class0_ignored(seed=30):
     return call(logits, torch.tensor([0, 1, 0, 3, 2, 0]), ignore_index=0)
 
 
+# lse(x) - x[y], with lse = m + log(sum(exp(x - m))) as torch.logsumexp computes it, rounds the lse to half an ulp
+# of |x| in float32 (6.1e-5 for |x| in [1024, 2048)): measured abs error 2.03e-5 on "every logit near -2000" (loss
+# 1.69). Only the cases of that magnitude get this bound.
+LARGE_LOGITS = {f32: (1e-5, 1e-4)}
+
+
 def _ce_cases():
     return [
         case(_ce, 4, 5, note="4 rows, 5 classes"),
@@ -58,10 +64,10 @@ def _ce_cases():
         case(_ce, 7, 4, seed=8, dtype=f64, label_smoothing=0.35, ignore=(0, 3, 5),
              note="label_smoothing=0.35 with ignored rows"),
         case(_ce, 4, 5, seed=9, label_smoothing=1.0, note="label_smoothing=1.0 (uniform target)"),
-        case(_ce, 6, 5, seed=10, scale=3000.0, note="logits in the thousands"),
-        case(_ce, 5, 5, seed=11, scale=2.0, shift=-2000.0, note="every logit near -2000"),
+        case(_ce, 6, 5, seed=10, scale=3000.0, note="logits in the thousands", tolerance=LARGE_LOGITS),
+        case(_ce, 5, 5, seed=11, scale=2.0, shift=-2000.0, note="every logit near -2000", tolerance=LARGE_LOGITS),
         case(_ce, 5, 8, seed=12, scale=1500.0, label_smoothing=0.2, ignore=(1,),
-             note="logits in the thousands, smoothing and an ignored row"),
+             note="logits in the thousands, smoothing and an ignored row", tolerance=LARGE_LOGITS),
         case(_ce, 6, 5, seed=13, layout="transposed", note="non-contiguous (transposed) logits"),
         case(_ce, 5, 4, seed=14, dtype=f64, grad=True, note="gradient"),
         case(_ce, 8, 5, seed=15, dtype=f64, ignore=(0, 2, 3, 4, 6), label_smoothing=0.25, grad=True,

@@ -9,6 +9,8 @@ module with `.to(float64)`, as a reader would).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,6 +100,26 @@ def _bn_cases():
 
 
 # --------------------------------------------------------------------------- properties
+
+def starts_as(call, builtin, init, kwargs=None) -> str | None:
+    """A freshly constructed module holds the built-in's initial parameters and buffers.
+
+    The cases load random non-default weights into every module, so without this a module that starts from
+    the wrong values (weight 0, running_var 0, ...) would pass.
+    """
+    kwargs = kwargs or {}
+    ref = builtin(*init, **kwargs)
+    got = call(*init, **kwargs).state_dict()
+    for name, want in ref.state_dict().items():
+        if name == "num_batches_tracked" or name not in got:     # names and shapes are checked by every case
+            continue
+        have = got[name].detach()
+        if have.shape != want.shape or not torch.equal(have.to(want.dtype), want):
+            return (f"a freshly constructed module's {name} is {have.flatten()[:4].tolist()}..., but "
+                    f"nn.{type(ref).__name__} starts from {want.flatten()[:4].tolist()}...: initialise it as "
+                    "the built-in does")
+    return None
+
 
 def _eval_is_per_sample(call):
     m = call(3, eps=1e-3)
@@ -277,6 +299,8 @@ register(ModuleExercise(
     cases=_bn_cases,
     forbidden=BATCH_NORM_BUILTINS,
     properties=[
+        Property("a fresh module starts as nn.BatchNorm1d does (weight 1, bias 0, running_mean 0, running_var 1)",
+                 partial(starts_as, builtin=nn.BatchNorm1d, init=(3,), kwargs={"eps": 1e-3, "momentum": 0.2})),
         Property("in eval mode each sample is normalised on its own", _eval_is_per_sample),
         Property("a state_dict from nn.BatchNorm2d (less num_batches_tracked) loads and agrees",
                  _loads_torch_state_dict),

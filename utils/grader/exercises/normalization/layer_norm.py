@@ -6,6 +6,8 @@ reader's parameters have the same names and shapes, so a state_dict saved from t
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -14,7 +16,7 @@ from ...inputs import case as _case
 from ...inputs import randn, transposed
 from ...kinds import ModuleExercise, Script
 from ...registry import register
-from .batch_norm import steps_of
+from .batch_norm import starts_as, steps_of
 
 f32, f64 = torch.float32, torch.float64
 
@@ -222,6 +224,8 @@ register(ModuleExercise(
     cases=_ln_cases,
     forbidden=NORM_BUILTINS,
     properties=[
+        Property("a fresh module starts as nn.LayerNorm does (weight 1, bias 0)",
+                 partial(starts_as, builtin=nn.LayerNorm, init=((3, 4),))),
         Property("a state_dict from nn.LayerNorm loads and agrees (int and tuple shapes)", _ln_loads),
         Property("each row is normalised on its own", _ln_rows_independent),
     ],
@@ -325,7 +329,10 @@ register(ModuleExercise(
     oracle=RMSNormSpec,
     cases=_rms_cases,
     forbidden=NORM_BUILTINS,
-    properties=[Property("a state_dict from nn.RMSNorm loads and agrees", _rms_loads)],
+    properties=[
+        Property("a fresh module starts as nn.RMSNorm does (weight 1)", partial(starts_as, builtin=nn.RMSNorm, init=(8,))),
+        Property("a state_dict from nn.RMSNorm loads and agrees", _rms_loads),
+    ],
     hint="y = x / sqrt(mean(x^2, dim=-1, keepdim=True) + eps) * weight: no mean subtracted, no bias   (eq. rms-def)",
     mistakes=[
         Mistake("subtracts the mean", RMSSubtractsMean,
