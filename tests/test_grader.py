@@ -429,3 +429,13 @@ def test_a_coincidence_on_one_case_is_not_a_diagnosis():
     assert report.diagnosis is None, report.diagnosis
     no_shift = next(m for m in get("softmax").mistakes if m.name == "no max shift")
     assert run("softmax", no_shift.impl).diagnosis == no_shift.message
+
+
+def test_the_large_magnitude_tolerance_applies_to_those_cases_only():
+    def lse_softmax(x, dim=-1):   # correct: exp(x - logsumexp(x)), rounds like float32 does at |x| ~ 1e4
+        m = x.amax(dim, keepdim=True)
+        return torch.exp(x - (m + torch.log(torch.exp(x - m).sum(dim, keepdim=True))))
+
+    assert run("softmax", lse_softmax).passed
+    slightly_off = run("softmax", lambda x, dim=-1: good_softmax(x, dim) * (1 + 1e-4))
+    assert slightly_off.kind == "wrong-value" and slightly_off.failure.case == 0
