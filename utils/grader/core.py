@@ -107,6 +107,31 @@ def _cotangent(t: torch.Tensor, seed: int = 1234) -> torch.Tensor:
     return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
 
 
+def requiring_grad(args: tuple) -> tuple[tuple, list]:
+    """The arguments with every floating tensor made a fresh leaf that requires grad, and those leaves."""
+    args = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+                 for a in args)
+    return args, [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def gradients(value, wrt: dict, guard, out: Outcome, seed: int = 1234) -> dict | None:
+    """{label: gradient} of a seeded random projection of every floating output in `value` with respect to
+    the tensors `wrt` ({label: tensor}); a message when the output is cut from the graph; None after an
+    error in backward (recorded in `out`)."""
+    outputs = [t for t in _tensors(value) if t.is_floating_point() and t.requires_grad]
+    if not outputs:
+        return {"input gradient": "the result is not connected to the inputs in the autograd graph "
+                                  "(.detach(), .data, torch.no_grad() or numpy break it)"}
+    loss = sum((t * _cotangent(t, seed + k)).sum() for k, t in enumerate(outputs))
+    try:
+        with _enter(guard):
+            grads = torch.autograd.grad(loss, list(wrt.values()), allow_unused=True)
+    except (Exception, TimeLimitExceeded) as e:
+        out.error, out.stage = e, "backward"
+        return None
+    return {label: (torch.zeros_like(t) if g is None else g.detach()) for (label, t), g in zip(wrt.items(), grads)}
+
+
 @dataclass
 class Exercise:
     """A function exercise; subclasses drive module and optimizer classes.
@@ -122,7 +147,8 @@ class Exercise:
     tolerance   per-dtype (rtol, atol) overrides
     hint        the general hint shown under a failure
     timeout     seconds one call of the reader's code may take
-    bench       optional (make_inputs, builtin) for `python -m utils.bench`
+    bench       optional, for `python -m utils.bench`: (make_inputs, builtin), plus the constructor's
+                (args, kwargs) for modules or the hyper-parameters for optimizers
     """
 
     name: str
@@ -167,9 +193,7 @@ class Exercise:
         args, kwargs = case.make()
         leaves = []
         if case.grad:
-            args = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
-                         else a for a in args)
-            leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+            args, leaves = requiring_grad(args)
         out = Outcome(call=f"{self.name}({call_arguments(args, kwargs)})")
         try:
             with _enter(guard):
@@ -180,23 +204,8 @@ class Exercise:
         out.parts = [("output", _detach(value))]
         out.inputs_after = tuple(_detach(a) for a in args)
         if leaves:
-            out.grads = self._grads(value, leaves, guard, out)
+            out.grads = gradients(value, {f"gradient of input {i}": t for i, t in enumerate(leaves)}, guard, out)
         return out
-
-    def _grads(self, value, leaves, guard, out: Outcome):
-        outputs = [t for t in _tensors(value) if t.is_floating_point()]
-        if not outputs or not any(t.requires_grad for t in outputs):
-            return {"input gradient": "the result is not connected to the inputs in the autograd graph "
-                                      "(.detach(), .data, torch.no_grad() or numpy break it)"}
-        loss = sum((t * _cotangent(t, 1234 + k)).sum() for k, t in enumerate(outputs) if t.requires_grad)
-        try:
-            with _enter(guard):
-                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        except (Exception, TimeLimitExceeded) as e:
-            out.error, out.stage = e, "backward"
-            return None
-        return {f"gradient of input {i}": (torch.zeros_like(leaf) if g is None else g.detach())
-                for i, (leaf, g) in enumerate(zip(leaves, grads))}
 
     def pristine_inputs(self, case: Case) -> tuple:
         args, _ = case.make()

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .core import Exercise, Outcome, _cotangent, _detach, _enter, _tensors, call_arguments
+from .core import Exercise, Outcome, _detach, _enter, _tensors, call_arguments, gradients, requiring_grad
 from .sandbox import TimeLimitExceeded
 
 
@@ -106,9 +106,9 @@ class ModuleExercise(Exercise):
                 out.error, out.stage = e, f"step {k}, {mode} mode (feeding back your earlier output)"
                 break
             calls.append(f"{mode}: forward({call_arguments(a, kw)})")
+            leaves = []
             if step.grad:
-                a = tuple(x.detach().requires_grad_() if isinstance(x, torch.Tensor) and x.is_floating_point()
-                          else x for x in a)
+                a, leaves = requiring_grad(a)
             try:
                 m.train(step.train)
                 with _enter(guard):
@@ -122,7 +122,9 @@ class ModuleExercise(Exercise):
             if not callable(step.inputs):
                 after += [_detach(t) for t in _tensors(step.inputs)]
             if step.grad:
-                grads = self._module_grads(m, y, a, guard, out)
+                wrt = {f"gradient of input {i}": x for i, x in enumerate(leaves)}
+                wrt.update((f"gradient of {n}", p) for n, p in m.named_parameters())
+                grads = gradients(y, wrt, guard, out, seed=99)
                 if grads is None:
                     break
                 out.grads = {**(out.grads or {}), **{f"step {k}: {label}": g for label, g in grads.items()}}
@@ -130,24 +132,6 @@ class ModuleExercise(Exercise):
         out.call = init + "; " + "; ".join(calls)
         out.inputs_after = tuple(after)
         return out
-
-    def _module_grads(self, m, y, args, guard, out):
-        leaves = [x for x in args if isinstance(x, torch.Tensor) and x.requires_grad]
-        params = list(m.named_parameters())
-        outputs = [t for t in _tensors(y) if t.is_floating_point() and t.requires_grad]
-        if not outputs:
-            return {"input gradient": "the output is not connected to the inputs in the autograd graph "
-                                      "(.detach(), .data, torch.no_grad() or numpy break it)"}
-        loss = sum((t * _cotangent(t, 99 + k)).sum() for k, t in enumerate(outputs))
-        try:
-            with _enter(guard):
-                grads = torch.autograd.grad(loss, leaves + [p for _, p in params], allow_unused=True)
-        except (Exception, TimeLimitExceeded) as e:
-            out.error, out.stage = e, "backward"
-            return None
-        names = [f"gradient of input {i}" for i in range(len(leaves))] + [f"gradient of {n}" for n, _ in params]
-        targets = leaves + [p for _, p in params]
-        return {n: (torch.zeros_like(t) if g is None else g.detach()) for n, t, g in zip(names, targets, grads)}
 
 
 @dataclass
