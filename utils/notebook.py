@@ -141,7 +141,7 @@ def solution_source(source: str) -> str:
 
 # --------------------------------------------------------------------------- notebooks
 
-_EQ_LABEL = re.compile(r"\$\$\s*\((?P<label>[\w:-]+)\)[ \t]*$", re.M)
+_EQ_LABEL = re.compile(r"\s*\$\$[ \t]*\((?P<label>[\w:-]+)\)[ \t]*$", re.M)
 _ROLE = re.compile(r"\{(?P<role>[\w:-]+)\}`(?P<text>[^`]+)`")
 
 
@@ -151,26 +151,13 @@ def jupyter_markdown(source: str) -> str:
     `$$ ... $$ (label)` becomes `$$ ... \\tag{label} $$`, and `{eq}`label`` becomes `(label)`; other
     roles keep their text.
     """
-    source = _EQ_LABEL.sub(lambda m: "$$", _tag_equations(source))
+    source = _EQ_LABEL.sub(lambda m: f"\n\\tag{{{m['label']}}}\n$$", source)
 
     def role(m):
         text = re.sub(r"\s*<[^>]*>$", "", m["text"])
         return f"({text})" if m["role"] == "eq" else text
 
     return _ROLE.sub(role, source)
-
-
-def _tag_equations(source: str) -> str:
-    """Move each display equation's label inside it as a \\tag."""
-    out, pos = [], 0
-    for m in _EQ_LABEL.finditer(source):
-        start = source.rfind("$$", 0, m.start())
-        if start < pos:
-            continue
-        out.append(source[pos:m.start()].rstrip() + f"\n\\tag{{{m['label']}}}\n")
-        pos = m.start()
-    out.append(source[pos:])
-    return "".join(out)
 
 
 def _tags(cell) -> list:
