@@ -415,6 +415,26 @@ class SGDData(torch.optim.Optimizer):
                 p.data.add_(d_p, alpha=-group["lr"])
 
 
+class SGDVelocityFromZero(torch.optim.Optimizer):
+    """SGD with the buffer updated out of place and started at zero (equal to PyTorch's without dampening)."""
+
+    def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad + group["weight_decay"] * p
+                mu = group["momentum"]
+                if mu:
+                    buf = self.state[p]["buf"] = mu * self.state[p].get("buf", torch.zeros_like(p)) + g
+                    g = g + mu * buf if group["nesterov"] else buf
+                p.sub_(group["lr"] * g)
+
+
 class SGDOutOfPlace(torch.optim.Optimizer):
     """Out of place under no_grad, buffer started at zero (mu * 0 + g = g at the first step)."""
 
@@ -1037,7 +1057,7 @@ VALID = [
     ("elu", elu_mask_arith), ("elu", elu_where_le),
     ("gelu", gelu_erfc), ("gelu", gelu_ndtr_sigmoid), ("gelu", gelu_dict), ("gelu", gelu_factored),
     ("silu", silu_clamped), ("silu", silu_tanh), ("silu", silu_expit),
-    ("SGD", SGDData), ("SGD", SGDOutOfPlace),
+    ("SGD", SGDData), ("SGD", SGDOutOfPlace), ("SGD", SGDVelocityFromZero),
     ("Adam", AdamOutOfPlace), ("Adam", AdamPaperStepSize), ("Adam", AdamInPlaceAddcdiv),
     ("AdamW", AdamWOutOfPlace), ("AdamW", AdamWPaperStepSize), ("AdamW", AdamWInPlaceAddcdiv),
     ("AdamW", AdamWCombinedUpdate),
