@@ -18,5 +18,7 @@ def book():
 
 @pytest.fixture(autouse=True)
 def _private_progress(tmp_path, monkeypatch):
-    """Tests never write to the reader's real progress file."""
+    """Tests never write to the reader's real progress file: each test records into its own file
+    (HWLLM_NO_PROGRESS, which the tools set, is lifted so that the recording itself can be tested)."""
     monkeypatch.setenv("HWLLM_PROGRESS", str(tmp_path / "progress.json"))
+    monkeypatch.delenv("HWLLM_NO_PROGRESS", raising=False)

@@ -10,6 +10,7 @@ from torch import nn
 from utils.grader import get, run
 from utils.grader.exercises.attention import multi_head_attention as mha
 from utils.grader.exercises.attention import scaled_dot_product_attention as sdpa
+from utils.grader.inputs import bool_mask, float_mask
 from utils.grader.kinds import Script
 
 SDPA, MHA = "scaled_dot_product_attention", "MultiHeadAttention"
@@ -102,8 +103,8 @@ def test_sdpa_properties_catch_what_they_claim():
 
 def test_sdpa_masks_keep_a_key_in_every_row():
     for seed in range(20):
-        assert sdpa._bool_mask(5, 3, seed).any(-1).all()
-        assert torch.isfinite(sdpa._float_mask(4, 6, seed)).any(-1).all()
+        assert bool_mask(5, 3, seed).any(-1).all()
+        assert torch.isfinite(float_mask(4, 6, seed)).any(-1).all()
 
 
 def test_sdpa_book_solution_matches_definition_with_batched_masks(book):

@@ -2,6 +2,7 @@
 memory tracker, and wrong inputs specific to these exercises."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 from utils.grader import get, run
 from utils.grader.exercises.attention import flash_attention as fa
 from utils.grader.exercises.attention import grouped_query_attention as gqa
+from utils.grader.kinds import Watched
 from utils.memory import TensorMemory, peak_bytes
 
 GQA_CHAPTER = "attention/grouped_query_attention"
@@ -202,11 +204,17 @@ def test_book_flash_equals_sdpa_on_odd_blocks(book):
 
 def test_flash_cases_watch_the_long_sequences():
     cases = get("flash_attention").all_cases()
-    watched = [c for c in cases if isinstance(c, fa._Watched)]
+    watched = [c for c in cases if isinstance(c, Watched)]
     assert len(watched) >= 3
     for c in watched:
         (q, k, v), kw = c.make()
-        assert c.limit == q.shape[-2] * k.shape[-2]
+        L, S, block = q.shape[-2], k.shape[-2], kw.get("block_size", 64)
+        batch = q[..., 0, 0].numel()
+        # a block of scores fits; a (block, S) row of scores and the (L, S) matrix do not (on the long cases)
+        assert fa.tile_limit((q, k, v), kw) >= batch * block * block
+        assert fa.tile_limit((q, k, v), kw) < batch * L * S
+    long = [c for c in watched if c.make()[0][0].shape[-2] >= 128]
+    assert len(long) >= 2 and all(fa.tile_limit(*c.make()) < 32 * c.make()[0][1].shape[-2] for c in long)
     assert any(kw.get("is_causal") for (_, kw) in (c.make() for c in watched))
 
 
@@ -238,7 +246,7 @@ def test_flash_full_mask_counts_as_materialising():
 
 
 def _keys_tiled_only(q, k, v, block_size=64, is_causal=False):
-    """Every query at once, keys in blocks: tiles of (L, block) elements, allowed."""
+    """Every query at once, keys in blocks: tiles of (L, block) elements, larger than a few block x block tiles."""
     L, S = q.shape[-2], k.shape[-2]
     rows = torch.arange(L)[:, None]
     m = torch.full((*q.shape[:-1], 1), -math.inf, dtype=q.dtype)
@@ -256,9 +264,16 @@ def _keys_tiled_only(q, k, v, block_size=64, is_causal=False):
     return acc / l
 
 
-def test_flash_key_tiled_only_passes():
+def test_flash_keys_tiled_only_is_rejected_as_untiled():
     report = run("flash_attention", _keys_tiled_only)
-    assert report.passed, str(report)
+    assert not report.passed and report.failure.problem.where == fa.TILED, str(report)
+    assert report.failure.mistake in (None, "one axis untiled"), str(report)
+
+
+def test_flash_very_negative_scores_need_the_running_max():
+    report = run("flash_attention", partial(fa._tiled, max_init=0.0))
+    assert report.failure.mistake == "running max starts at zero"
+    assert "-144" in report.failure.note
 
 
 def test_flash_sdpa_is_forbidden():

@@ -328,7 +328,7 @@ class GQAMaskOffsetOffByOne(_GQAParams):
 # =========================================================================== flash_attention
 
 def flash_keys_only(q, k, v, block_size=64, is_causal=False):
-    """All queries at once; only the keys are visited in blocks."""
+    """WRONG (memory): all queries at once; only the keys are visited in blocks."""
     L, S = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1])
     m = torch.full(q.shape[:-1], NEG_INF, dtype=q.dtype)                  # (..., L)
@@ -1198,7 +1198,6 @@ CORRECT = [
     ("GroupedQueryAttention", GQAGroupedEinsum),
     ("GroupedQueryAttention", GQARepeatIndex),
     ("GroupedQueryAttention", GQARepeat5d),
-    ("flash_attention", flash_keys_only),
     ("flash_attention", flash_fa1_normalised),
     ("flash_attention", flash_list_of_blocks),
     ("flash_attention", flash_exp2),
@@ -1254,6 +1253,8 @@ WRONG = [
     ("flash_attention", flash_causal_strict, ()),
     # the (L, S) mask defeats the O(L) memory of the tiling; the "full score matrix" message names masks too
     ("flash_attention", flash_full_causal_mask, ("full score matrix",)),
+    # every query against a key block: tiles of (L, block), a whole axis untiled
+    ("flash_attention", flash_keys_only, ("one axis untiled", "full score matrix")),
     ("sinusoidal_positional_encoding", sinusoid_log10, ()),
     ("sinusoidal_positional_encoding", sinusoid_transposed, ()),
     ("LearnedPositionalEmbedding", LearnedTransposedTable, ()),

@@ -20,9 +20,9 @@ import sys
 import torch
 
 from .grader import get, list_exercises
-from .grader.core import _tensors
 from .measure import median_time
 from .notebook import load_solutions
+from .trees import tensors_in
 
 
 def _shapes(tensors) -> str:
@@ -55,7 +55,7 @@ def bench(names=None, repeats: int = 9, warmup: int = 2) -> list[tuple]:
             impl, builtin = (_stepper(cls, params, init[0]) for cls in (impl, builtin))
         else:
             args, kwargs = make()
-            shapes = _shapes(_tensors(args))
+            shapes = _shapes(tensors_in(args))
             if ex.kind == "module":
                 (ia, ikw), = init
                 impl, builtin = impl(*ia, **ikw), builtin(*ia, **ikw)

@@ -17,17 +17,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 
-
-def _tensors(obj, found: list) -> list:
-    if isinstance(obj, torch.Tensor):
-        found.append(obj)
-    elif isinstance(obj, (list, tuple)):
-        for o in obj:
-            _tensors(o, found)
-    elif isinstance(obj, dict):
-        for o in obj.values():
-            _tensors(o, found)
-    return found
+from .trees import tensors_in
 
 
 class TensorMemory(TorchDispatchMode):
@@ -59,10 +49,10 @@ class TensorMemory(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        known = {t.untyped_storage().data_ptr() for t in _tensors((args, kwargs), [])}
+        known = {t.untyped_storage().data_ptr() for t in tensors_in((args, kwargs))}
         if self.track_live:
             self._prune()
-        for t in _tensors(out, []):
+        for t in tensors_in(out):
             storage = t.untyped_storage()
             ptr = storage.data_ptr()
             if ptr in known or ptr in self.live or storage.nbytes() == 0:

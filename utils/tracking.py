@@ -1,4 +1,8 @@
-"""The reader's progress: every check() records (exercise, status, time) in a small JSON file.
+"""The reader's progress file: every check() the reader runs records (exercise, status, time) in it.
+
+Only the reader's own actions write it: the book's tools (CI, the website build, nbval, pytest) set
+HWLLM_NO_PROGRESS=1 for the kernels they start, and then `record` writes nothing. This module imports
+nothing of the grader; the table of progress (utils.progress_table) reads the registry and this file.
 
 The file survives a crash mid-write (write to a temporary file, then atomic os.replace); a corrupt
 file is set aside and a fresh one started, never an error. HWLLM_PROGRESS overrides the location.
@@ -6,7 +10,6 @@ file is set aside and a fresh one started, never an error. HWLLM_PROGRESS overri
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import tempfile
@@ -57,6 +60,8 @@ def save(data: dict) -> None:
 
 def record(report) -> None:
     """Remember the latest result of an exercise. Never raises: progress must not break a check."""
+    if os.environ.get("HWLLM_NO_PROGRESS") == "1":
+        return
     try:
         data = load()
         entry = data["exercises"].get(report.name, {})
@@ -68,49 +73,3 @@ def record(report) -> None:
         save(data)
     except Exception as e:  # a read-only home, a full disk: tell, don't fail
         warnings.warn(f"could not record progress: {e}", stacklevel=2)
-
-
-class Progress:
-    """A table of every exercise of the book with its status; HTML in Jupyter, text elsewhere."""
-
-    def __init__(self, rows):
-        self.rows = rows  # [(exercise, chapter, status, time)]
-
-    def summary(self) -> str:
-        n = len(self.rows)
-        count = {s: sum(r[2] == s for r in self.rows) for s in ("passed", "failed", "not attempted")}
-        return (f"{count['passed']} of {n} exercises passed, {count['failed']} failing, "
-                f"{count['not attempted']} not attempted")
-
-    def __str__(self) -> str:
-        w = max([len(r[0]) for r in self.rows] + [8])
-        c = max([len(r[1]) for r in self.rows] + [7])
-        out = [f"{'exercise':<{w}}  {'chapter':<{c}}  {'status':<13}  last checked"]
-        out += [f"{e:<{w}}  {ch:<{c}}  {s:<13}  {t}" for e, ch, s, t in self.rows]
-        return "\n".join(out + ["", self.summary()])
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        colour = {"passed": "#1a7f37", "failed": "#cf222e", "not attempted": "#6e7781"}
-        body = "".join(
-            f"<tr><td><code>{html.escape(e)}</code></td><td>{html.escape(ch)}</td>"
-            f"<td style='color:{colour[s]}'>{s}</td><td>{t}</td></tr>" for e, ch, s, t in self.rows)
-        return (f"<table><thead><tr><th>exercise</th><th>chapter</th><th>status</th><th>last checked</th>"
-                f"</tr></thead><tbody>{body}</tbody></table><p>{html.escape(self.summary())}</p>")
-
-
-def progress(show: bool = True) -> Progress:
-    """Show (and return) the status of every exercise in the book."""
-    from .grader import EXERCISES, list_exercises
-    from .grader import show as display
-
-    seen = load()["exercises"]
-    rows = []
-    for name in list_exercises():
-        entry = seen.get(name, {})
-        rows.append((name, EXERCISES[name].chapter, entry.get("status", "not attempted"), entry.get("time", "")))
-    table = Progress(rows)
-    if show:
-        display(table)
-    return table

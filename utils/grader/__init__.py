@@ -1,15 +1,21 @@
 """utils.grader: check the reader's implementation of an exercise against PyTorch.
 
     check(name, impl)   run every case, show the report, record progress, raise CheckFailed on failure
-    run(name, impl)     the same, silently: returns a Report (.passed, str(report))
-    list_exercises()    every registered exercise name
+    run(name, impl)     the same, silently: returns a Report (.passed, .status, str(report))
+    list_exercises()    every registered exercise name, in reading order
+
+The engine: core.py (declarations, the function kind, judge/diagnose/evaluate), protocol.py (how every
+kind drives code through a case), kinds/ (modules, optimizers, schedules, ...), result.py (the report),
+compare.py, sandbox.py (forbidden calls, time limit), registry.py; declarations in exercises/<part>/.
 """
 
 from __future__ import annotations
 
-from .core import Case, Exercise, Mistake, Property, Report, evaluate
+from ..tracking import record
+from .core import Case, Exercise, Mistake, Property, evaluate
 from .kinds import ModuleExercise, OptimizerExercise, OptimizerRun, Script, Step
 from .registry import EXERCISES, get, list_exercises, register
+from .result import Report, Status, in_notebook, show
 
 
 class CheckFailed(AssertionError):
@@ -19,15 +25,6 @@ class CheckFailed(AssertionError):
 def run(name: str, impl) -> Report:
     """Grade `impl` silently and return the Report."""
     return evaluate(get(name), impl)
-
-
-def _in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
@@ -45,31 +42,38 @@ def _quiet_check_failures() -> None:
         shell.set_custom_exc((CheckFailed,), _short_traceback)
 
 
-def show(obj) -> None:
-    """HTML in Jupyter, plain text anywhere else."""
-    if _in_notebook():
-        from IPython.display import display
-        display(obj)
-    else:
-        print(str(obj))
+def _execution_count():
+    from IPython import get_ipython
+    shell = get_ipython()
+    return getattr(shell, "execution_count", None)
+
+
+class Checked(Report):
+    """The Report that `check` returns. It was shown already: when `check(...)` is the last line of a cell,
+    Jupyter does not show it a second time; displayed from a later cell, it shows as any Report."""
+
+    def _ipython_display_(self):
+        if getattr(self, "shown_in", None) == _execution_count():
+            return
+        show(self)
 
 
 def check(name: str, impl) -> Report:
     """Grade `impl`, show the report, record progress; raise CheckFailed when a case fails."""
     __tracebackhide__ = True  # IPython and pytest hide this frame
-    from ..tracking import record
-
     report = run(name, impl)
-    if _in_notebook():
+    if in_notebook():
         _quiet_check_failures()
     show(report)
     record(report)
-    if report.status == "failed":
+    if report.status is Status.FAILED:
         reason = report.diagnosis or report.failure.problem.message
         raise CheckFailed(f"{name}: {reason}") from None
-    return None
+    report.__class__ = Checked
+    report.shown_in = _execution_count() if in_notebook() else None
+    return report
 
 
 __all__ = ["Case", "CheckFailed", "EXERCISES", "Exercise", "Mistake", "ModuleExercise", "OptimizerExercise",
-           "OptimizerRun", "Property", "Report", "Script", "Step", "check", "get", "list_exercises",
+           "OptimizerRun", "Property", "Report", "Status", "Script", "Step", "check", "get", "list_exercises",
            "register", "run", "show"]

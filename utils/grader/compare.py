@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
+
+from .result import Problem
 
 # (rtol, atol) per dtype; an exercise may override any entry.
 TOLERANCE = {
@@ -14,19 +15,6 @@ TOLERANCE = {
     torch.float32: (1e-5, 1e-6),
     torch.float64: (1e-9, 1e-12),
 }
-
-
-@dataclass
-class Problem:
-    """One way the result is wrong. `kind` is a stable key the tests and diagnoses use."""
-
-    kind: str
-    message: str
-    where: str = ""                              # "output", "output[1]", "step 3, param 0", ...
-    rows: list = field(default_factory=list)     # [(index, expected, got), ...]
-    max_abs: float | None = None
-    max_rel: float | None = None
-    tolerance: tuple | None = None
 
 
 def _typename(v) -> str:

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
-from .compare import TOLERANCE, Problem, compare, same
+from .compare import TOLERANCE, compare, same
+from .protocol import Outcome, attempt, describe, detached, gradients, requiring_grad
+from .result import Failure, Problem, Report, Status
 from .sandbox import ForbiddenCall, TimeLimitExceeded, guarded, reader_frame
 
 # --------------------------------------------------------------------------- declarations
@@ -50,86 +52,6 @@ class Property:
 
     name: str
     check: Callable[[Callable], str | None]
-
-
-@dataclass
-class Outcome:
-    parts: list = field(default_factory=list)     # [(label, value)], compared in order
-    inputs_after: tuple = ()                      # the call's tensor inputs after the call
-    grads: dict | None = None                     # {label: gradient}
-    error: BaseException | None = None
-    stage: str = ""                               # where the error happened: "call", "backward", ...
-    call: str = ""                                # the call, described for the report
-
-
-def call_arguments(args, kwargs) -> str:
-    """softmax(x: float32 (3, 5) non-contiguous, dim=0) style description of the arguments."""
-    def one(v):
-        if isinstance(v, torch.Tensor):
-            s = f"{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
-            if v.dim() > 1 and not v.is_contiguous():
-                s += " non-contiguous"
-            if v.requires_grad:
-                s += " requires_grad"
-            return s
-        if isinstance(v, (list, tuple)) and v and all(isinstance(t, torch.Tensor) for t in v):
-            return "[" + ", ".join(one(t) for t in v) + "]"
-        r = repr(v)
-        return r if len(r) < 60 else r[:57] + "..."
-    parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
-    return ", ".join(parts)
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
-
-
-def _detach(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, tuple):
-        return tuple(_detach(o) for o in obj)
-    if isinstance(obj, list):
-        return [_detach(o) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _detach(v) for k, v in obj.items()}
-    return obj
-
-
-def _cotangent(t: torch.Tensor, seed: int = 1234) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)
-
-
-def requiring_grad(args: tuple) -> tuple[tuple, list]:
-    """The arguments with every floating tensor made a fresh leaf that requires grad, and those leaves."""
-    args = tuple(a.detach().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                 for a in args)
-    return args, [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-
-
-def gradients(value, wrt: dict, guard, out: Outcome, seed: int = 1234) -> dict | None:
-    """{label: gradient} of a seeded random projection of every floating output in `value` with respect to
-    the tensors `wrt` ({label: tensor}); a message when the output is cut from the graph; None after an
-    error in backward (recorded in `out`)."""
-    outputs = [t for t in _tensors(value) if t.is_floating_point() and t.requires_grad]
-    if not outputs:
-        return {"input gradient": "the result is not connected to the inputs in the autograd graph "
-                                  "(.detach(), .data, torch.no_grad() or numpy break it)"}
-    loss = sum((t * _cotangent(t, seed + k)).sum() for k, t in enumerate(outputs))
-    try:
-        with _enter(guard):
-            grads = torch.autograd.grad(loss, list(wrt.values()), allow_unused=True)
-    except (Exception, TimeLimitExceeded) as e:
-        out.error, out.stage = e, "backward"
-        return None
-    return {label: (torch.zeros_like(t) if g is None else g.detach()) for (label, t), g in zip(wrt.items(), grads)}
 
 
 @dataclass
@@ -194,15 +116,13 @@ class Exercise:
         leaves = []
         if case.grad:
             args, leaves = requiring_grad(args)
-        out = Outcome(call=f"{self.name}({call_arguments(args, kwargs)})")
-        try:
-            with _enter(guard):
-                value = target(*args, **kwargs)
-        except (Exception, TimeLimitExceeded) as e:
-            out.error, out.stage = e, "call"
+        out = Outcome(call=f"{self.name}({describe(args, kwargs)})")
+        with attempt(out, "call", guard):
+            value = target(*args, **kwargs)
+        if out.failed:
             return out
-        out.parts = [("output", _detach(value))]
-        out.inputs_after = tuple(_detach(a) for a in args)
+        out.parts = [("output", detached(value))]
+        out.inputs_after = tuple(detached(a) for a in args)
         if leaves:
             out.grads = gradients(value, {f"gradient of input {i}": t for i, t in enumerate(leaves)}, guard, out)
         return out
@@ -216,67 +136,6 @@ class Exercise:
         if not callable(target):
             return f"check('{self.name}', ...) expects your function; got {target!r} ({type(target).__name__})"
         return None
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _enter(guard):
-    """`guard` is a factory of context managers (a fresh one per use), or None for the oracle."""
-    return guard() if guard is not None else _nothing()
-
-
-# --------------------------------------------------------------------------- the report
-
-@dataclass
-class Failure:
-    case: int
-    note: str
-    call: str
-    problem: Problem
-    diagnosis: str | None = None
-    mistake: str | None = None
-    frame: str | None = None
-
-
-@dataclass
-class Report:
-    name: str
-    signature: str
-    status: str                     # "passed" | "failed" | "not attempted"
-    n_cases: int
-    n_passed: int
-    failure: Failure | None = None
-    checks: list = field(default_factory=list)   # what passed besides values: properties, purity, ...
-    hint: str = ""
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.status == "passed"
-
-    @property
-    def diagnosis(self) -> str | None:
-        return self.failure.diagnosis if self.failure else None
-
-    @property
-    def kind(self) -> str | None:
-        return self.failure.problem.kind if self.failure else None
-
-    def __str__(self) -> str:
-        from .report import as_text
-        return as_text(self)
-
-    __repr__ = __str__      # Jupyter's text/plain and the terminal show the same one-screen report
-
-    def _repr_html_(self) -> str:
-        from .report import as_html
-        return as_html(self)
 
 
 # --------------------------------------------------------------------------- the engine
@@ -348,9 +207,10 @@ def _matches(a: Outcome, b: Outcome) -> bool:
 def diagnose(ex: Exercise, impl, fail: int, got: Outcome) -> Mistake | None:
     """The registered mistake that the reader's code behaves like, judged on every case.
 
-    A mistake is named only if it matches the reader on the failing case and on every other case where
-    the mistake shows (differs from the oracle): a coincidence on one case is not a diagnosis. Among
-    the survivors, the one that agrees with the reader on most cases wins.
+    A mistake is named only if it matches the reader on the failing case, and on every other case the two
+    agree: both pass it, or both fail it the same way. A coincidence on one case is not a diagnosis, and a
+    mistake that passes a case the reader's code fails is not what the reader wrote. Among the survivors,
+    the one that agrees with the reader on most cases wins.
     """
     cases = ex.all_cases()
     candidates = [m for m in ex.mistakes if _matches(ex.outcome(m.impl, cases[fail], ex.guard), got)]
@@ -361,12 +221,14 @@ def diagnose(ex: Exercise, impl, fail: int, got: Outcome) -> Mistake | None:
         if j == fail or not score:
             continue
         mine = ex.outcome(impl, case, ex.guard)
+        mine_passes = judge(ex, case, ex.expected(j), mine) is None
         for m in [m for m in candidates if m.name in score]:
             theirs = ex.outcome(m.impl, case, ex.guard)
-            if _matches(theirs, mine):
+            theirs_passes = judge(ex, case, ex.expected(j), theirs) is None
+            if _matches(theirs, mine) and mine_passes == theirs_passes:
                 score[m.name] += 1
-            elif not _matches(theirs, ex.expected(j)):
-                del score[m.name]          # the mistake shows here, and the reader's code does otherwise
+            elif not (mine_passes and theirs_passes):
+                del score[m.name]          # one of the two fails this case, and they differ here
     survivors = [m for m in candidates if m.name in score]
     return max(survivors, key=lambda m: score[m.name]) if survivors else None
 
@@ -374,11 +236,11 @@ def diagnose(ex: Exercise, impl, fail: int, got: Outcome) -> Mistake | None:
 def evaluate(ex: Exercise, impl) -> Report:
     start = time.perf_counter()
     cases = ex.all_cases()
-    report = Report(ex.name, ex.signature, "failed", len(cases), 0, hint=ex.hint)
+    report = Report(ex.name, ex.signature, Status.FAILED, len(cases), 0, hint=ex.hint)
 
     def done(failure=None, status=None):
         report.failure = failure
-        report.status = status or ("failed" if failure else "passed")
+        report.status = status or (Status.FAILED if failure else Status.PASSED)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -389,7 +251,7 @@ def evaluate(ex: Exercise, impl) -> Report:
         expected = ex.expected(i)      # the oracle first: its lazy imports happen outside the time limit
         got = ex.outcome(impl, case, ex.guard)
         if isinstance(got.error, NotImplementedError) and i == 0:
-            return done(status="not attempted")
+            return done(status=Status.NOT_ATTEMPTED)
         problem = judge(ex, case, expected, got)
         if problem:
             mistake = diagnose(ex, impl, i, got)
@@ -409,13 +271,14 @@ def evaluate(ex: Exercise, impl) -> Report:
             return impl(*args, **kwargs)
 
     for prop in ex.properties:
-        try:
+        out = Outcome(stage="call")
+        msg = None
+        with attempt(out, "call"):
             msg = prop.check(call)
-        except (Exception, TimeLimitExceeded) as e:
-            out = Outcome(error=e, stage="call")
+        if out.failed:
             problem = _error_problem(out, ex)
             problem.message = f"while checking that {prop.name}: {problem.message}"
-            return done(Failure(len(cases), prop.name, prop.name, problem, frame=reader_frame(e)))
+            return done(Failure(len(cases), prop.name, prop.name, problem, frame=reader_frame(out.error)))
         if msg:
             return done(Failure(len(cases), prop.name, prop.name,
                                 Problem("property", f"{prop.name}: {msg}")))

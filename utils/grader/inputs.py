@@ -8,6 +8,9 @@ import torch
 
 from .core import Case
 
+f32, f64 = torch.float32, torch.float64
+FLOATS = (f32, f64)         # the float32/float64 pair every exercise is checked in
+
 
 def randn(*shape, dtype=torch.float32, seed=0, scale=1.0, shift=0.0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
@@ -36,3 +39,19 @@ def case(build, *args, note: str = "", grad: bool = False, tolerance: dict | Non
     `note`, `grad` and `tolerance` belong to the Case; every other keyword goes to `build`.
     """
     return Case(make=partial(build, *args, **kwargs), note=note, grad=grad, tolerance=tolerance)
+
+
+def bool_mask(L, S, seed, shape=None):
+    """Random True/False (True = may attend) with at least one True per row (every row keeps a key)."""
+    g = torch.Generator().manual_seed(seed)
+    m = torch.rand((L, S), generator=g) < 0.6
+    m[torch.arange(L), torch.randint(0, S, (L,), generator=g)] = True
+    return m if shape is None else m.reshape(shape)
+
+
+def float_mask(L, S, seed, dtype=f32, shape=None, blocked=True):
+    """An additive bias (like ALiBi or a learned bias) with some -inf entries; every row keeps a key."""
+    bias = randn(L, S, seed=seed, dtype=dtype)
+    if blocked:
+        bias = bias.masked_fill(~bool_mask(L, S, seed + 1), -torch.inf)
+    return bias if shape is None else bias.reshape(shape)

@@ -14,13 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core import Mistake
-from ...inputs import randn
+from ...core import Case, Mistake
+from ...inputs import bool_mask, f32, float_mask, randn
 from ...kinds import ModuleExercise, Script, Step
 from ...registry import register
-from .scaled_dot_product_attention import _bool_mask, _float_mask
 
-f32 = torch.float32
 
 
 class MultiHeadAttentionOracle(nn.Module):
@@ -87,7 +85,6 @@ def _make(d_model, n_heads, *steps, bias=True):
 
 
 def _case(d_model, n_heads, *steps, note="", bias=True):
-    from ...core import Case
     return Case(make=_make(d_model, n_heads, *steps, bias=bias), note=note)
 
 
@@ -102,11 +99,11 @@ def _cases():
         _case(16, 4, S_(2, 4, 16, 3, S=6), note="cross-attention, L != S"),
         _case(16, 2, S_(2, 6, 16, 4, is_causal=True), note="causal self-attention"),
         _case(16, 4, S_(2, 3, 16, 5, S=7, is_causal=True), note="causal cross-attention, L < S (top-left)"),
-        _case(8, 2, S_(2, 5, 8, 6, S=5, mask=partial(_bool_mask, 5, 5, 60)), note="bool mask (L, S)"),
+        _case(8, 2, S_(2, 5, 8, 6, S=5, mask=partial(bool_mask, 5, 5, 60)), note="bool mask (L, S)"),
         _case(8, 4, S_(2, 3, 8, 7, S=4, mask=lambda: torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]],
                                                                     dtype=torch.bool).reshape(2, 1, 1, 4)),
               note="padding mask (B, 1, 1, S) in cross-attention"),
-        _case(8, 2, S_(3, 4, 8, 8, mask=partial(_float_mask, 4, 4, 80)), note="float mask (L, S) added"),
+        _case(8, 2, S_(3, 4, 8, 8, mask=partial(float_mask, 4, 4, 80)), note="float mask (L, S) added"),
         _case(6, 3, S_(1, 1, 6, 9, S=5), note="odd shapes: batch of one, one query, head_dim 2"),
         _case(10, 5, S_(3, 7, 10, 10), S_(3, 2, 10, 11, S=7, positional_kv=True),
               note="two calls on one module: self-attention, then cross-attention (x_kv positional)"),

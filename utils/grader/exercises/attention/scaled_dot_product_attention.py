@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn, transposed
+from ...inputs import bool_mask, call, case, f32, f64, float_mask, randn, transposed
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 _PRIVATE = ("torch._scaled_dot_product_attention_math", "torch._scaled_dot_product_flash_attention_for_cpu",
             "torch._fused_sdp_choice")
@@ -22,22 +21,6 @@ ATTENTION_BUILTINS = (
 
 
 # --------------------------------------------------------------------------- inputs
-
-def _bool_mask(L, S, seed, shape=None):
-    """Random True/False (True = may attend) with at least one True per row (every row keeps a key)."""
-    g = torch.Generator().manual_seed(seed)
-    m = torch.rand((L, S), generator=g) < 0.6
-    m[torch.arange(L), torch.randint(0, S, (L,), generator=g)] = True
-    return m if shape is None else m.reshape(shape)
-
-
-def _float_mask(L, S, seed, dtype=f32, shape=None, blocked=True):
-    """An additive bias (like ALiBi or a learned bias) with some -inf entries; every row keeps a key."""
-    bias = randn(L, S, seed=seed, dtype=dtype)
-    if blocked:
-        bias = bias.masked_fill(~_bool_mask(L, S, seed + 1), -torch.inf)
-    return bias if shape is None else bias.reshape(shape)
-
 
 def _qkv(batch, L, S, E, Ev, dtype=f32, seed=0, scale=1.0, mask=None, positional=False, q_view=None, **kw):
     q = (q_view or randn)(*batch, L, E, dtype=dtype, seed=seed, scale=scale)
@@ -57,23 +40,23 @@ def _cases():
         case(_qkv, (3,), 6, 6, 64, 5, seed=30, note="d_k = 64: the scaling matters"),
         case(_qkv, (2, 2), 3, 5, 16, 3, dtype=f64, seed=40, note="float64"),
         case(_qkv, (2,), 5, 4, 6, 6, seed=50, q_view=transposed, note="non-contiguous query"),
-        case(_qkv, (2,), 5, 6, 8, 4, seed=60, mask=partial(_bool_mask, 5, 6, 61),
+        case(_qkv, (2,), 5, 6, 8, 4, seed=60, mask=partial(bool_mask, 5, 6, 61),
              note="bool mask (L, S) broadcast over the batch"),
-        case(_qkv, (2, 2), 4, 7, 8, 8, seed=70, mask=partial(_bool_mask, 4, 7, 71), positional=True,
+        case(_qkv, (2, 2), 4, 7, 8, 8, seed=70, mask=partial(bool_mask, 4, 7, 71), positional=True,
              note="bool mask (L, S), passed positionally"),
         case(_qkv, (2, 3), 1, 5, 8, 8, seed=75, mask=lambda: torch.tensor([[True, True, True, False, False],
                                                                            [True, True, True, True, True]]
                                                                           ).reshape(2, 1, 1, 5),
              note="padding mask (B, 1, 1, S)"),
-        case(_qkv, (2,), 5, 6, 8, 4, seed=80, mask=partial(_float_mask, 5, 6, 81),
+        case(_qkv, (2,), 5, 6, 8, 4, seed=80, mask=partial(float_mask, 5, 6, 81),
              note="float mask (L, S) added to the scores, with -inf entries"),
-        case(_qkv, (3,), 4, 4, 8, 8, dtype=f64, seed=90, mask=partial(_float_mask, 4, 4, 91, f64, (1, 4, 4)),
+        case(_qkv, (3,), 4, 4, 8, 8, dtype=f64, seed=90, mask=partial(float_mask, 4, 4, 91, f64, (1, 4, 4)),
              note="float64 float mask (1, L, S)"),
         case(_qkv, (2,), 5, 5, 8, 8, seed=100, is_causal=True, note="is_causal, L = S"),
         case(_qkv, (2, 2), 3, 6, 8, 4, seed=110, is_causal=True, note="is_causal, L < S (top-left aligned)"),
         case(_qkv, (2,), 6, 4, 8, 8, seed=120, is_causal=True, note="is_causal, L > S (top-left aligned)"),
         case(_qkv, (2,), 4, 5, 6, 3, dtype=f64, seed=130, grad=True, note="gradients"),
-        case(_qkv, (2,), 4, 5, 6, 3, dtype=f64, seed=140, mask=partial(_bool_mask, 4, 5, 141), grad=True,
+        case(_qkv, (2,), 4, 5, 6, 3, dtype=f64, seed=140, mask=partial(bool_mask, 4, 5, 141), grad=True,
              note="gradients through a bool mask"),
         case(_qkv, (2,), 5, 3, 4, 4, dtype=f64, seed=150, is_causal=True, grad=True,
              note="gradients, is_causal with L > S"),
@@ -156,13 +139,13 @@ def sdpa_mask_to_zero(q, k, v, attn_mask=None, is_causal=False):
     return _attend(q, k, v, attn_mask, is_causal, apply_mask=apply)
 
 
-def sdpa_float_mask_multiplied(q, k, v, attn_mask=None, is_causal=False):
+def sdpafloat_mask_multiplied(q, k, v, attn_mask=None, is_causal=False):
     def apply(scores, m):
         return _mask_bool(scores, m) if m.dtype == torch.bool else scores * m
     return _attend(q, k, v, attn_mask, is_causal, apply_mask=apply)
 
 
-def sdpa_float_mask_as_bool(q, k, v, attn_mask=None, is_causal=False):
+def sdpafloat_mask_as_bool(q, k, v, attn_mask=None, is_causal=False):
     def apply(scores, m):
         return scores.masked_fill(m == 0, -torch.inf)
     return _attend(q, k, v, attn_mask, is_causal, apply_mask=apply)
@@ -223,10 +206,10 @@ register(Exercise(
         Mistake("masked scores set to zero", sdpa_mask_to_zero,
                 "you set masked scores to 0, which still gets weight exp(0) = 1 after the softmax; set them "
                 "to -inf so that their weight is exactly 0."),
-        Mistake("float mask multiplied", sdpa_float_mask_multiplied,
+        Mistake("float mask multiplied", sdpafloat_mask_multiplied,
                 "you multiplied the scores by the float mask; a float attn_mask is an additive bias: "
                 "scores + attn_mask."),
-        Mistake("float mask treated as bool", sdpa_float_mask_as_bool,
+        Mistake("float mask treated as bool", sdpafloat_mask_as_bool,
                 "you treated a float mask like a bool mask (attn_mask == 0 -> -inf); a float attn_mask is "
                 "added to the scores, only a bool mask selects positions."),
         Mistake("causal mask bottom-right aligned", sdpa_causal_bottom_right,

@@ -14,10 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn, strided, transposed
+from ...inputs import call, case, f32, f64, randn, strided, transposed
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 
 # --------------------------------------------------------------------------- shared cases

@@ -6,10 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn, transposed
+from ...inputs import call, case, f32, f64, randn, transposed
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 LOG_SOFTMAX_BUILTINS = (
     "torch.log_softmax", "F.log_softmax", "Tensor.log_softmax", "torch.special.log_softmax",

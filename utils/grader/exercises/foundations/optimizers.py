@@ -6,24 +6,21 @@ later gradients), and every parameter is compared after every step. The mistakes
 built on `_SGD` / `_Adam` below, each overriding exactly one piece.
 
 `cosine_lr` is driven over every step of a schedule (both boundaries and past the end) by `ScheduleExercise`;
-`clip_grad_norm_` by `ClipExercise`, whose outcome holds the returned norm and every gradient after the call.
+`clip_grad_norm_` by `GradientsExercise`, whose outcome holds the returned norm and every gradient after the call.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 
-from ...core import Case, Exercise, Mistake, Outcome, Property, _detach, _enter
-from ...inputs import randn
-from ...kinds import OptimizerExercise, OptimizerRun
+from ...core import Case, Mistake, Property
+from ...inputs import f32, f64, randn
+from ...kinds import GradientsExercise, OptimizerExercise, OptimizerRun, ScheduleExercise
 from ...registry import register
-from ...sandbox import TimeLimitExceeded
 
-f32, f64 = torch.float32, torch.float64
 
 
 # --------------------------------------------------------------------------- optimizer runs
@@ -450,28 +447,6 @@ register(OptimizerExercise(
 
 # --------------------------------------------------------------------------- cosine_lr: driven over a whole schedule
 
-class ScheduleExercise(Exercise):
-    """A function of (step, *hyper) -> float, called at every step of a schedule; one part per step."""
-
-    def outcome(self, target, case, guard) -> Outcome:
-        hyper, steps, by_keyword = case.make()
-        names = ("max_lr", "min_lr", "warmup_steps", "total_steps")
-        desc = ", ".join(f"{n}={hyper[n]!r}" for n in names)
-        out = Outcome(call=f"{self.name}(step, {desc}) for step in {steps[0]}..{steps[-1]}")
-        for s in steps:
-            try:
-                with _enter(guard):
-                    lr = target(s, **hyper) if by_keyword else target(s, *(hyper[n] for n in names))
-            except (Exception, TimeLimitExceeded) as e:
-                out.error, out.stage = e, f"step {s}"
-                return out
-            out.parts.append((f"lr at step {s}", _detach(lr)))
-        return out
-
-    def pristine_inputs(self, case):
-        return ()
-
-
 def cosine_lr_spec(step, max_lr, min_lr, warmup_steps, total_steps):
     """The curriculum's definition, written out case by case."""
     if step < warmup_steps:
@@ -554,6 +529,7 @@ def _within_bounds(call):
 
 register(ScheduleExercise(
     name="cosine_lr",
+    what="lr",
     chapter="foundations/optimizers",
     signature="cosine_lr(step, max_lr, min_lr, warmup_steps, total_steps) -> float",
     oracle=cosine_lr_spec,
@@ -585,44 +561,6 @@ register(ScheduleExercise(
 
 CLIP_BUILTINS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_norm", "torch.nn.utils.get_total_norm",
                  "torch.nn.utils.clip_grads_with_norm_")
-
-
-class ClipExercise(Exercise):
-    """clip_grad_norm_(parameters, max_norm): parts are the returned norm and every gradient after the call.
-
-    case.make() -> (values, grads, max_norm, how): grads[i] None means parameter i has no gradient;
-    how is "list", "generator" (as model.parameters() gives) or "tensor" (a single parameter).
-    """
-
-    def outcome(self, target, case, guard) -> Outcome:
-        values, grads, max_norm, how = case.make()
-        params = []
-        for v, g in zip(values, grads):
-            p = v.clone().requires_grad_()
-            p.grad = None if g is None else g.clone()
-            params.append(p)
-        arg = {"list": params, "generator": (p for p in params), "tensor": params[0]}[how]
-        shapes = ", ".join(f"{str(v.dtype).replace('torch.', '')} {tuple(v.shape)}"
-                           + ("" if g is not None else " without grad") for v, g in zip(values, grads))
-        what = {"list": f"[{shapes}]", "generator": f"generator over ({shapes})", "tensor": shapes}[how]
-        out = Outcome(call=f"{self.name}({what}, max_norm={max_norm!r})")
-        try:
-            with _enter(guard):
-                norm = target(arg, max_norm)
-        except (Exception, TimeLimitExceeded) as e:
-            out.error, out.stage = e, "call"
-            return out
-        out.parts = [("returned total norm", _detach(norm))]
-        for i, p in enumerate(params):
-            if grads[i] is None:
-                out.parts.append((f"parameter {i} still has no gradient", p.grad is None))
-            else:
-                out.parts.append((f"gradient of parameter {i} after clipping", _detach(p.grad)))
-        out.inputs_after = tuple(p.detach().clone() for p in params)
-        return out
-
-    def pristine_inputs(self, case):
-        return tuple(case.make()[0])
 
 
 def _clip_inputs(shapes, max_norm, dtype=f32, seed=0, scale=1.0, without=(), how="list"):
@@ -757,7 +695,7 @@ def _idempotent(call):
     return None
 
 
-register(ClipExercise(
+register(GradientsExercise(
     name="clip_grad_norm_",
     chapter="foundations/optimizers",
     signature="clip_grad_norm_(parameters, max_norm)",

@@ -7,10 +7,9 @@ from functools import partial
 import torch
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn, strided, transposed
+from ...inputs import call, case, f32, f64, randn, strided, transposed
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 SOFTMAX_BUILTINS = (
     "torch.softmax", "F.softmax", "Tensor.softmax", "torch.special.softmax", "torch._softmax", "F.softmin",

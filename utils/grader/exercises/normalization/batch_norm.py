@@ -16,11 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core import Mistake, Property
-from ...inputs import call, case, randn
+from ...inputs import call, case, f32, f64, randn
 from ...kinds import ModuleExercise, Script, Step
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 BATCH_NORM_BUILTINS = (
     "F.batch_norm", "torch.batch_norm", "torch.native_batch_norm", "F.instance_norm", "torch.instance_norm",

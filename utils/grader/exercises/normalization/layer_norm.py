@@ -13,12 +13,12 @@ from torch import nn
 
 from ...core import Mistake, Property
 from ...inputs import case as _case
+from ...inputs import f32, f64
 from ...inputs import randn, transposed
 from ...kinds import ModuleExercise, Script
 from ...registry import register
 from .batch_norm import starts_as, steps_of
 
-f32, f64 = torch.float32, torch.float64
 
 NORM_BUILTINS = (
     "F.layer_norm", "torch.layer_norm", "torch.native_layer_norm", "F.rms_norm", "torch.rms_norm",

@@ -9,11 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn, strided
+from ...inputs import call, case, f32, f64, randn, strided
 from ...kinds import ModuleExercise, Script, Step
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 
 # --------------------------------------------------------------------------- sinusoidal_positional_encoding

@@ -7,10 +7,9 @@ import math
 import torch
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case
+from ...inputs import call, case, f32, f64
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 
 # --------------------------------------------------------------------------- relative_position_index

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 
 from ...core import Exercise, Mistake, Property
-from ...inputs import call, case, randn
+from ...inputs import call, case, f32, f64, randn
 from ...registry import register
 
-f32, f64 = torch.float32, torch.float64
 
 
 # --------------------------------------------------------------------------- the oracle: complex multiplication

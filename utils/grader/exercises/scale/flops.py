@@ -10,7 +10,7 @@ from ....configs import PRESETS, TransformerConfig
 from ...core import Case, Exercise, Mistake
 from ...inputs import call
 from ...registry import register
-from .parameter_count import COUNTING_BUILTINS, _describe, _parts, non_embedding_params, random_config
+from .parameter_count import COUNTING_BUILTINS, describe_config, count_parts, non_embedding_params, random_config
 
 
 def _oracle(cfg: TransformerConfig, seq_len: int) -> int:
@@ -19,7 +19,7 @@ def _oracle(cfg: TransformerConfig, seq_len: int) -> int:
 
 
 def _case(cfg, seq_len, note=""):
-    return Case(make=lambda: call(cfg, seq_len), note=f"{note}: seq_len={seq_len}, {_describe(cfg)}")
+    return Case(make=lambda: call(cfg, seq_len), note=f"{note}: seq_len={seq_len}, {describe_config(cfg)}")
 
 
 def _cases():
@@ -46,7 +46,7 @@ def _attn(cfg, seq_len):
 
 def _n(cfg):
     """Non-embedding parameters by formula, for the mistakes (the oracle does not use it)."""
-    total = _parts(cfg)
+    total = count_parts(cfg)
     return total - cfg.vocab_size * cfg.hidden_size * (1 if cfg.tie_word_embeddings else 2) \
         - cfg.learned_positions * cfg.hidden_size
 
@@ -56,11 +56,11 @@ def flops_forward_only(cfg, seq_len):
 
 
 def flops_with_embeddings(cfg, seq_len):
-    return 6 * _parts(cfg) + 6 * _attn(cfg, seq_len)
+    return 6 * count_parts(cfg) + 6 * _attn(cfg, seq_len)
 
 
 def flops_head_as_non_embedding(cfg, seq_len):
-    n = _parts(cfg) - cfg.vocab_size * cfg.hidden_size - cfg.learned_positions * cfg.hidden_size
+    n = count_parts(cfg) - cfg.vocab_size * cfg.hidden_size - cfg.learned_positions * cfg.hidden_size
     return 6 * n + 6 * _attn(cfg, seq_len)
 
 

@@ -99,7 +99,7 @@ def random_config(seed: int, **overrides) -> TransformerConfig:
     return TransformerConfig(**fields)
 
 
-def _describe(cfg: TransformerConfig) -> str:
+def describe_config(cfg: TransformerConfig) -> str:
     bits = [f"L={cfg.num_hidden_layers} d={cfg.hidden_size} H={cfg.num_attention_heads}"]
     if cfg.num_key_value_heads not in (None, cfg.num_attention_heads):
         bits.append(f"GQA kv={cfg.num_key_value_heads}")
@@ -116,7 +116,7 @@ def _describe(cfg: TransformerConfig) -> str:
 
 
 def _cfg_case(cfg: TransformerConfig, note: str = "") -> Case:
-    return Case(make=lambda: call(cfg), note=(note + ": " if note else "") + _describe(cfg))
+    return Case(make=lambda: call(cfg), note=(note + ": " if note else "") + describe_config(cfg))
 
 
 def _count_cases():
@@ -147,7 +147,7 @@ def _count_cases():
 
 # --------------------------------------------------------------------------- count_params: mistakes
 
-def _parts(cfg, *, biases=True, norms=True, final_norm=True, ln_bias=True, tied=True, gqa=True, head_dim=True,
+def count_parts(cfg, *, biases=True, norms=True, final_norm=True, ln_bias=True, tied=True, gqa=True, head_dim=True,
            gated=True, positions=True):
     d, V, I, L, H = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size, cfg.num_hidden_layers,
                      cfg.num_attention_heads)
@@ -165,39 +165,39 @@ def _parts(cfg, *, biases=True, norms=True, final_norm=True, ln_bias=True, tied=
 
 
 def count_forgot_biases(cfg):
-    return _parts(cfg, biases=False)
+    return count_parts(cfg, biases=False)
 
 
 def count_forgot_norms(cfg):
-    return _parts(cfg, norms=False)
+    return count_parts(cfg, norms=False)
 
 
 def count_forgot_final_norm(cfg):
-    return _parts(cfg, final_norm=False)
+    return count_parts(cfg, final_norm=False)
 
 
 def count_layernorm_no_bias(cfg):
-    return _parts(cfg, ln_bias=False)
+    return count_parts(cfg, ln_bias=False)
 
 
 def count_tied_twice(cfg):
-    return _parts(cfg, tied=False)
+    return count_parts(cfg, tied=False)
 
 
 def count_ignores_gqa(cfg):
-    return _parts(cfg, gqa=False)
+    return count_parts(cfg, gqa=False)
 
 
 def count_ignores_head_dim(cfg):
-    return _parts(cfg, head_dim=False)
+    return count_parts(cfg, head_dim=False)
 
 
 def count_always_two_matrices(cfg):
-    return _parts(cfg, gated=False)
+    return count_parts(cfg, gated=False)
 
 
 def count_forgot_positions(cfg):
-    return _parts(cfg, positions=False)
+    return count_parts(cfg, positions=False)
 
 
 def count_12_L_d2(cfg):

@@ -1,0 +1,130 @@
+"""The optimizer kind: the reader's `torch.optim.Optimizer` subclass against the built-in, parameter by
+parameter, step by step.
+
+case.make() -> OptimizerRun(params, groups, hyper, steps, grad)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from ..core import Exercise
+from ..protocol import Outcome, attempt, describe, detached
+
+
+@dataclass
+class OptimizerRun:
+    """One run of an optimizer, driven as training code drives it.
+
+    Every step: gradients are written (fresh `p.grad`, or accumulated after `zero_grad(set_to_none=False)`),
+    the learning rate may be changed as a scheduler does, and `step()` or `step(closure)` is called. After
+    every step each parameter and each gradient is compared (step() must leave p.grad as it was), and the
+    optimizer may be rebuilt from its `state_dict()` mid-run, as resuming from a checkpoint does.
+    """
+
+    params: list                    # initial values (tensors)
+    groups: list                    # [{"params": [indices], **overrides}, ...]
+    hyper: dict                     # constructor keyword arguments
+    steps: int
+    grad: Callable                  # (step, index, value) -> gradient tensor or None
+    lr_at: Callable | None = None   # step -> multiplier of each group's initial lr, set before that step
+    zero_grad: bool = False         # opt.zero_grad(set_to_none=False), then gradients added into p.grad
+    closure: bool = False           # opt.step(closure): the closure writes the gradients and returns the loss
+    reload_after: int | None = None  # after this step: state_dict(), a new optimizer, load_state_dict()
+
+    def protocol(self) -> str:
+        parts = [f"{self.steps} steps"]
+        if self.lr_at is not None:
+            parts.append("lr changed between steps")
+        if self.zero_grad:
+            parts.append("zero_grad(set_to_none=False) each step")
+        if self.closure:
+            parts.append("step(closure)")
+        if self.reload_after is not None:
+            parts.append(f"state_dict() reloaded into a new optimizer after step {self.reload_after}")
+        return ", ".join(parts)
+
+
+@dataclass
+class OptimizerExercise(Exercise):
+    """`oracle` is a torch.optim class; the reader's class must match it parameter by parameter, step by step."""
+
+    kind = "optimizer"
+
+    def structure(self, target):
+        if not (isinstance(target, type) and issubclass(target, torch.optim.Optimizer)):
+            return (f"check('{self.name}', ...) expects your optimizer class, a subclass of "
+                    f"torch.optim.Optimizer; got {getattr(target, '__name__', type(target).__name__)}")
+        builtin = [k for k in target.__mro__[1:] if k.__module__.startswith("torch.optim")
+                   and k is not torch.optim.Optimizer]
+        if builtin:
+            return (f"your {target.__name__} inherits from {builtin[0].__module__}.{builtin[0].__name__}: "
+                    "subclass torch.optim.Optimizer itself and write step() yourself")
+        return None
+
+    def pristine_inputs(self, case):
+        return ()
+
+    def outcome(self, target, case, guard) -> Outcome:
+        run: OptimizerRun = case.make()
+        params = [p.detach().clone().requires_grad_() for p in run.params]
+        shapes = ", ".join(str(tuple(p.shape)) for p in params)
+        out = Outcome(call=f"{self.name}({len(run.groups)} group(s) of params {shapes}, "
+                           f"{describe((), run.hyper)}); {run.protocol()}")
+
+        def build():
+            groups = [{**g, "params": [params[i] for i in g["params"]]} for g in run.groups]
+            return target(groups, **run.hyper)
+
+        with attempt(out, "construct", guard):
+            opt = build()
+        if out.failed:
+            return out
+        initial_lr = [g["lr"] for g in opt.param_groups] if run.lr_at is not None else []
+        for t in range(1, run.steps + 1):
+            if run.lr_at is not None:
+                for g, lr in zip(opt.param_groups, initial_lr):
+                    g["lr"] = lr * run.lr_at(t)
+
+            def write_grads(t=t):
+                for i, p in enumerate(params):
+                    g = run.grad(t, i, p.detach())
+                    if not run.zero_grad or p.grad is None:
+                        p.grad = None if g is None else g.to(p.dtype)
+                    elif g is not None:
+                        p.grad.add_(g.to(p.dtype))
+
+            if run.zero_grad:
+                with attempt(out, f"zero_grad before step {t}", guard):
+                    opt.zero_grad(set_to_none=False)
+                if out.failed:
+                    return out
+            calls = []
+            if run.closure:
+                def closure():
+                    calls.append(t)
+                    write_grads()
+                    return sum((p.detach().double() ** 2).sum() for p in params)
+            else:
+                write_grads()
+            with attempt(out, f"step {t}", guard):
+                returned = opt.step(closure) if run.closure else opt.step()
+            if out.failed:
+                return out
+            if run.closure:
+                out.parts.append((f"step {t}: what step(closure) returns (the closure's loss)", detached(returned)))
+                out.parts.append((f"step {t}: times step(closure) called the closure", len(calls)))
+            out.parts += [(f"after step {t}: parameter {i}", p.detach().clone()) for i, p in enumerate(params)]
+            out.parts += [(f"after step {t}: gradient of parameter {i} (step() must leave p.grad as it was)",
+                           detached(p.grad)) for i, p in enumerate(params)]
+            if t == run.reload_after:
+                with attempt(out, f"state_dict() / load_state_dict() after step {t}", guard):
+                    state = opt.state_dict()
+                    opt = build()
+                    opt.load_state_dict(state)
+                if out.failed:
+                    return out
+        return out
