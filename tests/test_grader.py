@@ -439,3 +439,55 @@ def test_the_large_magnitude_tolerance_applies_to_those_cases_only():
     assert run("softmax", lse_softmax).passed
     slightly_off = run("softmax", lambda x, dim=-1: good_softmax(x, dim) * (1 + 1e-4))
     assert slightly_off.kind == "wrong-value" and slightly_off.failure.case == 0
+
+
+# --------------------------------------------------------------------------- the engine's rules of diagnosis and reporting
+
+def _toy_exercise(mistakes):
+    """y = 2x, with cases whose inputs reveal different bugs: positive, negative, a zero."""
+    from utils.grader.core import Mistake
+    return Exercise(
+        name="double", chapter="toy/double", signature="double(x)", oracle=lambda x: 2 * x,
+        cases=lambda: [case(lambda: call(torch.tensor([1.0, 2.0]))),
+                       case(lambda: call(torch.tensor([3.0, 4.0]))),
+                       case(lambda: call(torch.tensor([-1.0, -2.0])))],
+        mistakes=[Mistake(name, impl, f"message of {name}") for name, impl in mistakes])
+
+
+def test_a_mistake_that_passes_a_case_the_reader_fails_is_not_named():
+    from utils.grader.core import evaluate
+    plus_one = lambda x: 2 * x + 1                                            # fails every case
+    ex = _toy_exercise([("adds one", plus_one)])
+    assert evaluate(ex, plus_one).failure.mistake == "adds one"                # itself: named
+    # The reader adds one too (same outputs on cases 1 and 2), but also breaks on negatives, where the
+    # registered mistake's output differs: a different bug, not "adds one".
+    reader = lambda x: torch.where(x > 0, 2 * x + 1, x)
+    assert evaluate(ex, reader).failure.mistake is None
+
+    # "abs" fails only the negative case. The reader fails it in exactly the same way, and later also fails
+    # a case that "abs" passes: the two bugs differ, so "abs" must not be named.
+    ex = _toy_exercise([("abs", lambda x: 2 * x.abs())])
+    ex.cases = lambda: [case(lambda: call(torch.tensor([1.0, 2.0]))),
+                        case(lambda: call(torch.tensor([-1.0, -2.0]))),
+                        case(lambda: call(torch.tensor([3.0, 4.0])))]
+    assert evaluate(ex, lambda x: 2 * x.abs()).failure.mistake == "abs"
+    report = evaluate(ex, lambda x: 2 * x.abs() + (x > 2.5).to(x.dtype))
+    assert report.failure.case == 1 and report.failure.mistake is None, str(report)
+
+
+def test_a_report_never_shows_expected_x_got_x():
+    from utils.grader.result import pair
+    assert pair(0.1234567891, 0.1234567892) == ("0.1234567891", "0.1234567892")
+    e, g = pair(1.0, 1.0 + 2 ** -52)
+    assert e != g
+    assert pair(3, 4) == ("3", "4") and pair(1e-7, 2e-7) == ("1e-07", "2e-07")
+    report = run("softmax", lambda x, dim=-1: good_softmax(x, dim) * (1 + 3e-5))
+    for line in str(report).splitlines():
+        if "expected" in line and ", got " in line:
+            exp, got = line.split("expected ", 1)[1].split(", got ")
+            assert exp.strip() != got.strip(), line
+
+
+def test_check_returns_its_report():
+    report = check("softmax", good_softmax)
+    assert report.passed and report.status == "passed" and report.name == "softmax"

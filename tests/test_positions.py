@@ -249,13 +249,15 @@ def test_rope_tolerance_accepts_llama_style_float32_code():
     def hf_llama(x, positions=None, base=10000.0, interleaved=False):
         T, D = x.shape[-2:]
         pos = torch.arange(T) if positions is None else positions
-        inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).to(x.dtype) / D))
-        freqs = pos.to(x.dtype)[:, None] * inv_freq                        # (T, D/2)
+        w = torch.promote_types(x.dtype, torch.float32)
+        inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).to(w) / D))
+        freqs = pos.to(w)[:, None] * inv_freq                              # (T, D/2)
         if interleaved:
             x1, x2 = x[..., 0::2], x[..., 1::2]
-            return torch.stack([x1 * freqs.cos() - x2 * freqs.sin(), x1 * freqs.sin() + x2 * freqs.cos()],
-                               dim=-1).flatten(-2)
+            c, s = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
+            return torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], dim=-1).flatten(-2)
         emb = torch.cat([freqs, freqs], dim=-1)
-        return x * emb.cos() + torch.cat([-x[..., D // 2:], x[..., : D // 2]], dim=-1) * emb.sin()
+        c, s = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        return x * c + torch.cat([-x[..., D // 2:], x[..., : D // 2]], dim=-1) * s
 
     assert run(ROPE, hf_llama).passed

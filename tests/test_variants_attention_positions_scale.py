@@ -621,17 +621,20 @@ def alibi_extra_repeat_base(n_heads, seq_len):
 # =========================================================================== apply_rope
 
 def rope_complex(x, positions=None, base=10000.0, interleaved=False):
-    """Complex multiplication (Meta's Llama code for interleaved, torch.complex halves otherwise), in x's precision."""
+    """Complex multiplication (Meta's Llama code for interleaved, torch.complex halves otherwise), computed in
+    float32 at least (x.float() ... .type_as(x), as Meta's code does)."""
     T, D = x.shape[-2:]
+    w = torch.promote_types(x.dtype, torch.float32)
     pos = torch.arange(T) if positions is None else positions
-    freqs = 1.0 / (base ** (torch.arange(0, D, 2)[: D // 2].to(x.dtype) / D))
-    freqs_cis = torch.polar(torch.ones(T, D // 2, dtype=x.dtype), torch.outer(pos.to(x.dtype), freqs))
+    freqs = 1.0 / (base ** (torch.arange(0, D, 2)[: D // 2].to(w) / D))
+    freqs_cis = torch.polar(torch.ones(T, D // 2, dtype=w), torch.outer(pos.to(w), freqs))
+    xw = x.to(w)
     if interleaved:
-        xc = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2).contiguous())
-        return torch.view_as_real(xc * freqs_cis).flatten(-2)
-    xc = torch.complex(x[..., : D // 2], x[..., D // 2:])
+        xc = torch.view_as_complex(xw.reshape(*x.shape[:-1], -1, 2).contiguous())
+        return torch.view_as_real(xc * freqs_cis).flatten(-2).type_as(x)
+    xc = torch.complex(xw[..., : D // 2], xw[..., D // 2:])
     y = xc * freqs_cis
-    return torch.cat([y.real, y.imag], dim=-1)
+    return torch.cat([y.real, y.imag], dim=-1).type_as(x)
 
 
 def _rotate_half(x):
@@ -649,22 +652,22 @@ def rope_hf_tables(x, positions=None, base=10000.0, interleaved=False):
     D = x.shape[-1]
     if positions is None:
         positions = torch.arange(x.shape[-2])
-    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).to(x.dtype) / D))
-    freqs = torch.outer(positions.to(x.dtype), inv_freq)                   # (T, D/2)
-    if interleaved:
-        emb = freqs.repeat_interleave(2, dim=-1)
-        return x * emb.cos() + _rotate_every_two(x) * emb.sin()
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return x * emb.cos() + _rotate_half(x) * emb.sin()
+    w = torch.promote_types(x.dtype, torch.float32)                         # HF: inv_freq and freqs in float32
+    inv_freq = 1.0 / (base ** (torch.arange(0, D, 2, dtype=torch.int64).to(w) / D))
+    freqs = torch.outer(positions.to(w), inv_freq)                          # (T, D/2)
+    emb = freqs.repeat_interleave(2, dim=-1) if interleaved else torch.cat((freqs, freqs), dim=-1)
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+    return x * cos + (_rotate_every_two(x) if interleaved else _rotate_half(x)) * sin
 
 
 def rope_exp_tables(x, positions=None, base=10000.0, interleaved=False):
     """theta = exp(-2i ln(base) / D); interleaved handled by permuting to halves and back."""
     D = x.shape[-1]
-    pos = (torch.arange(x.shape[-2]) if positions is None else positions).to(x.dtype)
-    theta = torch.exp(-torch.arange(D // 2, dtype=x.dtype) * 2 * math.log(base) / D)
+    w = torch.float64 if x.dtype == torch.float64 else torch.float32
+    pos = (torch.arange(x.shape[-2]) if positions is None else positions).to(w)
+    theta = torch.exp(-torch.arange(D // 2, dtype=w) * 2 * math.log(base) / D)
     angle = pos[:, None] * theta[None, :]
-    cos, sin = torch.cos(angle), torch.sin(angle)
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
     if interleaved:
         perm = torch.cat([torch.arange(0, D, 2), torch.arange(1, D, 2)])
         xh = x[..., perm]
@@ -1081,9 +1084,10 @@ def sinusoid_where(max_len, d_model, base=10000.0):
 def rope_rotation_matrices(x, positions=None, base=10000.0, interleaved=False):
     """A (T, D, D) block rotation matrix per position, applied with matmul."""
     T, D = x.shape[-2:]
-    pos = (torch.arange(T) if positions is None else positions).to(x.dtype)
-    angle = pos[:, None] * base ** (-torch.arange(0, D, 2, dtype=x.dtype) / D)
-    c, s = angle.cos(), angle.sin()
+    w = torch.promote_types(x.dtype, torch.float32)
+    pos = (torch.arange(T) if positions is None else positions).to(w)
+    angle = pos[:, None] * base ** (-torch.arange(0, D, 2, dtype=w) / D)
+    c, s = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     R = torch.zeros(T, D, D, dtype=x.dtype)
     idx = torch.arange(D // 2)
     a, b = (2 * idx, 2 * idx + 1) if interleaved else (idx, idx + D // 2)

@@ -398,6 +398,10 @@ class SGDData(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov))
 
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -413,6 +417,7 @@ class SGDData(torch.optim.Optimizer):
                         st["buf"].mul_(group["momentum"]).add_(d_p)
                     d_p = d_p.add(st["buf"], alpha=group["momentum"]) if group["nesterov"] else st["buf"]
                 p.data.add_(d_p, alpha=-group["lr"])
+        return loss
 
 
 class SGDVelocityFromZero(torch.optim.Optimizer):
@@ -423,6 +428,10 @@ class SGDVelocityFromZero(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -433,6 +442,7 @@ class SGDVelocityFromZero(torch.optim.Optimizer):
                     buf = self.state[p]["buf"] = mu * self.state[p].get("buf", torch.zeros_like(p)) + g
                     g = g + mu * buf if group["nesterov"] else buf
                 p.sub_(group["lr"] * g)
+        return loss
 
 
 class SGDOutOfPlace(torch.optim.Optimizer):
@@ -444,6 +454,10 @@ class SGDOutOfPlace(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
@@ -455,6 +469,7 @@ class SGDOutOfPlace(torch.optim.Optimizer):
                     self.state[p]["v"] = buf
                     g = g + mu * buf if group["nesterov"] else buf
                 p.copy_(p - lr * g)
+        return loss
 
 
 class SGDDampenedFromGrad(SGDOutOfPlace):
@@ -507,6 +522,10 @@ class AdamOutOfPlace(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -523,6 +542,7 @@ class AdamOutOfPlace(torch.optim.Optimizer):
                 m_hat, v_hat = m / (1 - b1**t), v / (1 - b2**t)
                 new = p * (1 - lr * wd) if (wd and self.decoupled) else p
                 p.copy_(new - lr * m_hat / (torch.sqrt(v_hat) + eps))
+        return loss
 
 
 class AdamPaperStepSize(torch.optim.Optimizer):
@@ -535,6 +555,10 @@ class AdamPaperStepSize(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -556,6 +580,7 @@ class AdamPaperStepSize(torch.optim.Optimizer):
                 step_size = lr * bc2_sqrt / (1 - b1**t)
                 denom = state["exp_avg_sq"].sqrt().add_(eps * bc2_sqrt)
                 p.addcdiv_(state["exp_avg"], denom, value=-step_size)
+        return loss
 
 
 class AdamInPlaceAddcdiv(torch.optim.Optimizer):
@@ -568,6 +593,10 @@ class AdamInPlaceAddcdiv(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in filter(lambda q: q.grad is not None, group["params"]):
@@ -585,6 +614,7 @@ class AdamInPlaceAddcdiv(torch.optim.Optimizer):
                 st["v"].mul_(b2).add_(g * g, alpha=1 - b2)
                 denom = (st["v"].sqrt() / math.sqrt(1 - b2 ** st["step"])).add_(group["eps"])
                 p.addcdiv_(st["m"], denom, value=-group["lr"] / (1 - b1 ** st["step"]))
+        return loss
 
 
 class AdamWOutOfPlace(AdamOutOfPlace):
@@ -616,6 +646,10 @@ class AdamWCombinedUpdate(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
             lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
             for p in group["params"]:
@@ -627,6 +661,7 @@ class AdamWCombinedUpdate(torch.optim.Optimizer):
                 st["v"] = b2 * st.get("v", torch.zeros_like(p)) + (1 - b2) * p.grad.square()
                 u = (st["m"] / (1 - b1 ** st["t"])) / ((st["v"] / (1 - b2 ** st["t"])).sqrt() + eps)
                 p.sub_(lr * (wd * p + u))
+        return loss
 
 
 class AdamStepFromZero(AdamOutOfPlace):

@@ -109,6 +109,8 @@ def _cases():
         _case(_script, 40, 4, 2, [6, 4], seed=5, bias=True, note="bias=True, chunks 6, 4"),
         _case(_given_cache, 32, 8, 2, past=5, T=3, seed=6, note="a cache given from outside: 5 past, 3 new"),
         _case(_script, 16, 4, 2, [3, 2], B=1, seed=7, grad=True, note="gradients through the cache"),
+        _case(_script, 30, 4, 2, [4, 2], seed=8,
+              note="n_heads=4 does not divide d_model=30: head_dim = 30 // 4 = 7, q_proj 30 -> 28, o_proj 28 -> 30"),
     ]
 
 

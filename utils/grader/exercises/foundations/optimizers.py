@@ -44,10 +44,36 @@ def _intermittent(t, i):
     return i == 2 or (i == 1 and t % 3 == 0)
 
 
-def _run(shapes, hyper, steps=20, dtype=f32, groups=None, seed=0, **grad):
+def _run(shapes, hyper, steps=20, dtype=f32, groups=None, seed=0, protocol=None, **grad):
     params = [randn(*s, seed=seed + 10 * k, dtype=dtype) for k, s in enumerate(shapes)]
     groups = groups or [{"params": list(range(len(shapes)))}]
-    return OptimizerRun(params, groups, hyper, steps, _grad_fn(seed=seed + 500, **grad))
+    return OptimizerRun(params, groups, hyper, steps, _grad_fn(seed=seed + 500, **grad), **(protocol or {}))
+
+
+def _decaying_lr(t):
+    """A scheduler's multiplier: the rate changes before every step."""
+    return 1.0 / (1.0 + 0.15 * t)
+
+
+# Training code drives an optimizer through more than `p.grad = g; step()`: these cases do what schedulers,
+# gradient accumulation, closures (L-BFGS style) and resuming from a checkpoint do.
+LR_CHANGED = dict(lr_at=_decaying_lr)
+ZERO_GRAD = dict(zero_grad=True)
+CLOSURE = dict(closure=True)
+RELOAD = dict(reload_after=7)
+
+
+def _protocol_cases(hyper):
+    return [
+        _opt_case("lr changed before every step, as a scheduler does", (5,), (2, 3), hyper=hyper, steps=15,
+                  seed=20, dtype=f64, protocol=LR_CHANGED),
+        _opt_case("zero_grad(set_to_none=False), then gradients added into .grad", (4,), (3,), seed=21,
+                  hyper=hyper, steps=15, dtype=f64, protocol=ZERO_GRAD),
+        _opt_case("step(closure): the closure computes the gradients and returns the loss", (6,), (2, 2),
+                  seed=22, hyper=hyper, steps=12, dtype=f64, protocol=CLOSURE),
+        _opt_case("state_dict() loaded into a new optimizer after step 7, as resuming from a checkpoint does",
+                  (4,), (3, 2), seed=23, hyper=hyper, steps=15, dtype=f64, protocol=RELOAD),
+    ]
 
 
 def _opt_case(note, *shapes, **kw):
@@ -87,8 +113,18 @@ class _SGD(torch.optim.Optimizer):
     def move(self, p, g, h):
         p.add_(g, alpha=-h["lr"])
 
+    def evaluate(self, closure):
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def momentum_state(self, p):
+        return self.state[p]
+
     @torch.no_grad()
     def step(self, closure=None):
+        loss = self.evaluate(closure)
         for group in self.param_groups:
             h = self.hyper(group)
             for p in group["params"]:
@@ -98,10 +134,10 @@ class _SGD(torch.optim.Optimizer):
                 if h["weight_decay"]:
                     g = self.decay(p, g, h["weight_decay"])
                 if h["momentum"]:
-                    state = self.state[p]
-                    buf = self.buffer(state, g, h["momentum"])
+                    buf = self.buffer(self.momentum_state(p), g, h["momentum"])
                     g = self.direction(g, buf, h["momentum"], h["nesterov"])
                 self.move(p, g, h)
+        return loss
 
     def skips(self, p):
         return p.grad is None
@@ -151,6 +187,54 @@ class SGDNoneGrad(_SGD):
         return False
 
 
+class SGDLrReadOnce(_SGD):
+    """Reads each group's lr once, in the constructor."""
+
+    def __init__(self, params, lr, **kw):
+        super().__init__(params, lr, **kw)
+        self.lrs = [g["lr"] for g in self.param_groups]
+
+    def hyper(self, group):
+        return {**group, "lr": self.lrs[self.param_groups.index(group)]}
+
+
+class SGDDecayIntoGrad(_SGD):
+    def decay(self, p, g, wd):
+        return p.grad.add_(p, alpha=wd)          # edits the caller's .grad
+
+
+class SGDStateOutside(_SGD):
+    """Keeps the momentum buffers in its own dict: state_dict() does not see them."""
+
+    def momentum_state(self, p):
+        return self.__dict__.setdefault("buffers", {}).setdefault(id(p), {})
+
+
+class SGDIgnoresClosure(_SGD):
+    def evaluate(self, closure):
+        return None
+
+
+def PROTOCOL_MISTAKES(lr_read_once, decay_into_grad, state_outside, ignores_closure):  # noqa: N802
+    """The mistakes of driving an optimizer: the same four messages for every optimizer exercise."""
+    return [m for m in (
+        lr_read_once and Mistake("lr read once", lr_read_once,
+                                 "your step uses the learning rate the optimizer was built with: schedulers change "
+                                 "group['lr'] between steps, so read it from the group inside step()."),
+        decay_into_grad and Mistake("gradient edited in place", decay_into_grad,
+                                    "your step() changes p.grad in place (p.grad.add_(...)): the caller's gradients "
+                                    "must stay as they were (gradient accumulation and clipping read them); "
+                                    "compute g = p.grad + wd·p into a new tensor."),
+        state_outside and Mistake("state outside self.state", state_outside,
+                                  "after state_dict() / load_state_dict() your optimizer starts its buffers afresh: "
+                                  "keep every buffer in self.state[p], which state_dict() saves and "
+                                  "load_state_dict() restores."),
+        ignores_closure and Mistake("closure ignored", ignores_closure,
+                                    "step(closure) must call the closure (under torch.enable_grad()) before the "
+                                    "update and return its loss: that is how L-BFGS-style training calls step."),
+    ) if m]
+
+
 SGD_CASES = lambda: [  # noqa: E731
     _opt_case("plain SGD", (5,), (3, 4), hyper=dict(lr=0.1)),
     _opt_case("momentum=0.9, float64", (6,), (2, 3), hyper=dict(lr=0.05, momentum=0.9), steps=30, dtype=f64),
@@ -168,6 +252,7 @@ SGD_CASES = lambda: [  # noqa: E731
               hyper=dict(lr=0.05, momentum=0.9, weight_decay=0.01), steps=24, skip=_intermittent),
     _opt_case("100 steps, large gradients", (8,), hyper=dict(lr=0.01, momentum=0.95, nesterov=True), steps=100,
               dtype=f64, seed=7, scale=30.0),
+    *_protocol_cases(dict(lr=0.05, momentum=0.9, weight_decay=0.1)),
 ]
 
 register(OptimizerExercise(
@@ -204,6 +289,7 @@ register(OptimizerExercise(
         Mistake("crashes on a parameter without gradient", SGDNoneGrad,
                 "a parameter whose .grad is None (unused in the loss) must be skipped: `if p.grad is None: "
                 "continue`."),
+        *PROTOCOL_MISTAKES(SGDLrReadOnce, SGDDecayIntoGrad, SGDStateOutside, SGDIgnoresClosure),
     ],
     bench=(lambda: [randn(1024, 1024, seed=k) for k in range(8)], torch.optim.SGD,
            {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.01}),
@@ -255,8 +341,18 @@ class _Adam(torch.optim.Optimizer):
     def skips(self, p):
         return p.grad is None
 
+    def evaluate(self, closure):
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def state_of(self, p):
+        return self.state[p]
+
     @torch.no_grad()
     def step(self, closure=None):
+        loss = self.evaluate(closure)
         for group in self.param_groups:
             h = self.hyper(group)
             lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
@@ -266,10 +362,11 @@ class _Adam(torch.optim.Optimizer):
                 g = p.grad
                 if wd and not self.decoupled:
                     g = self.l2(p, g, wd)
-                state = self.state[p]
+                state = self.state_of(p)
                 t = self.count(state)
                 m, v = self.moments(state, g, b1, b2)
                 self.apply(p, self.update(m, v, t, b1, b2, eps), lr, wd)
+        return loss
 
 
 class _AdamW(_Adam):
@@ -317,6 +414,10 @@ AdamNoDecay = _subclass(_Adam, "AdamNoDecay", l2=lambda self, p, g, wd: g)
 AdamOneCounter = _subclass(_Adam, "AdamOneCounter", count=_one_counter, step=_one_counter_step(_Adam.step))
 AdamDefaults = _subclass(_Adam, "AdamDefaults", hyper=lambda self, group: self.defaults)
 AdamNoneGrad = _subclass(_Adam, "AdamNoneGrad", skips=lambda self, p: False)
+AdamStateOutside = _subclass(_Adam, "AdamStateOutside",
+                             state_of=lambda self, p: self.__dict__.setdefault("moments", {}).setdefault(id(p), {}))
+AdamIgnoresClosure = _subclass(_Adam, "AdamIgnoresClosure", evaluate=lambda self, closure: None)
+AdamL2IntoGrad = _subclass(_Adam, "AdamL2IntoGrad", l2=lambda self, p, g, wd: p.grad.add_(p, alpha=wd))
 
 AdamWL2 = _subclass(_AdamW, "AdamWL2", decoupled=False)
 AdamWNotScaledByLr = _subclass(_AdamW, "AdamWNotScaledByLr", decay=lambda self, p, lr, wd: p.mul_(1 - wd))
@@ -368,6 +469,7 @@ def _adam_cases(default_wd):
                   hyper=dict(lr=0.05, weight_decay=0.1), steps=24, dtype=f64, skip=_intermittent),
         _opt_case("100 steps", (8,), hyper=dict(lr=0.01, betas=(0.9, 0.95), weight_decay=0.05), steps=100,
                   dtype=f64, seed=9, scale=3.0),
+        *_protocol_cases(dict(lr=0.05, betas=(0.8, 0.95), weight_decay=0.1)),
     ]
 
 
@@ -410,6 +512,7 @@ register(OptimizerExercise(
         Mistake("crashes on a parameter without gradient", AdamNoneGrad,
                 "a parameter whose .grad is None (unused in the loss) must be skipped, its state left alone: "
                 "`if p.grad is None: continue`."),
+        *PROTOCOL_MISTAKES(None, AdamL2IntoGrad, AdamStateOutside, AdamIgnoresClosure),
     ],
     bench=(lambda: [randn(1024, 1024, seed=k) for k in range(8)], torch.optim.Adam, {"lr": 1e-3}),
 ))

@@ -61,16 +61,27 @@ def _channels(x, C, offset=True):
     return x * scale + (torch.arange(C, dtype=x.dtype).view(shape) - C / 2 if offset else 0)
 
 
-def _bn_script(shape, modes="TTE", *, args=(), dtype=f32, seed=0, scale=1.0, shift=0.0, channels_last=False,
+def _laid_out(shape, layout, **kw):
+    """An (N, C, *) input in one of the memory layouts a reader meets: contiguous; channels-last ((N, *, C) in
+    memory, as images come from a decoder); transposed ((N, L, C) seen as (N, C, L), as after a linear layer);
+    strided (every other column of a wider tensor)."""
+    C = shape[1]
+    if layout == "channels_last":
+        x = randn(shape[0], *shape[2:], C, **kw)
+        return x.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
+    if layout == "transposed":
+        return randn(shape[0], *shape[2:], C, **kw).transpose(1, -1)
+    if layout == "strided":
+        return randn(*shape[:-1], 2 * shape[-1], **kw)[..., ::2]
+    return randn(*shape, **kw)
+
+
+def _bn_script(shape, modes="TTE", *, args=(), dtype=f32, seed=0, scale=1.0, shift=0.0, layout="contiguous",
                **kwargs):
     C = shape[1]
     xs = []
     for k in range(len(modes)):
-        if channels_last:     # (N, H, W, C) in memory, seen as (N, C, H, W): a non-contiguous input
-            x = randn(shape[0], *shape[2:], C, dtype=dtype, seed=seed + k, scale=scale, shift=shift)
-            x = x.permute(0, x.dim() - 1, *range(1, x.dim() - 1))
-        else:
-            x = randn(*shape, dtype=dtype, seed=seed + k, scale=scale, shift=shift)
+        x = _laid_out(shape, layout, dtype=dtype, seed=seed + k, scale=scale, shift=shift)
         xs.append(_channels(x, C, offset=scale >= 0.1))     # tiny-variance inputs stay centred at 0
     return Script(init=((C, *args), kwargs), steps=steps_of(xs, modes), dtype=dtype)
 
@@ -88,13 +99,19 @@ def _bn_cases():
         case(_bn_script, (5, 3, 4), "TTTTTE", dtype=f64, seed=60, momentum=0.2,
              note="float64, five training steps then eval"),
         case(_bn_script, (3, 4, 6), "TE", args=(1e-3, 0.25), seed=70, note="eps and momentum passed positionally"),
-        case(_bn_script, (3, 2, 4, 5), "TTE", seed=80, channels_last=True,
+        case(_bn_script, (3, 2, 4, 5), "TTE", seed=80, layout="channels_last",
              note="non-contiguous (channels-last) (N, C, H, W) input"),
+        case(_bn_script, (5, 3, 6), "TTE", seed=85, layout="transposed",
+             note="non-contiguous (N, C, L) input: an (N, L, C) tensor transposed"),
+        case(_bn_script, (4, 3, 5), "TE", seed=86, layout="strided", dtype=f64,
+             note="non-contiguous (N, C, L) input: every other column of a wider tensor"),
         case(_bn_script, (4, 3, 5), "TG", dtype=f64, seed=90, momentum=0.3, note="gradient in training mode",
              grad=True),
         case(_bn_script, (6, 3), "Tg", dtype=f64, seed=100, note="gradient in eval mode", grad=True),
         case(_bn_script, (3, 2, 3, 3), "G", seed=110, eps=1e-3, note="gradient in training mode, float32, 4-D",
              grad=True),
+        case(_bn_script, (4, 3, 5), "GGgG", dtype=f64, seed=130, momentum=0.3, grad=True,
+             note="backward after every step, train, train, eval, train: the running statistics carry no graph"),
     ]
 
 
@@ -143,6 +160,8 @@ def _loads_torch_state_dict(call):
     state = {k: (torch.rand(v.shape, generator=gen) + 0.5) for k, v in state.items()}
     ref.load_state_dict(state, strict=False)
     m = call(3, eps=1e-3, momentum=0.2)
+    if "num_batches_tracked" in m.state_dict():       # kept by a module faithful to nn.BatchNorm: load it too
+        state["num_batches_tracked"] = ref.num_batches_tracked
     try:
         m.load_state_dict(state)
     except RuntimeError as e:
@@ -277,6 +296,20 @@ class BNNoAffine(_BN):
         return y
 
 
+class BNStatsWithHistory(_BN):
+    def update(self, mean, var, n):
+        m = self.momentum                  # the batch statistics are not detached: the buffers join the graph
+        self.running_mean.copy_((1 - m) * self.running_mean + m * mean)
+        self.running_var.copy_((1 - m) * self.running_var + m * var * n / (n - 1))
+
+    def forward(self, x):
+        if self.training:
+            mean, var = self.batch_stats(x)
+            self.update(mean, var, x.numel() // x.shape[1])
+            return self.affine(self.normalize(x, mean, var))
+        return super().forward(x)
+
+
 class BNPlainAttributes(_BN):
     def __init__(self, num_features, eps=1e-5, momentum=0.1):
         super().__init__(num_features, eps, momentum)
@@ -296,12 +329,13 @@ register(ModuleExercise(
     signature="BatchNorm(num_features, eps=1e-5, momentum=0.1)",
     oracle=BatchNormSpec,
     cases=_bn_cases,
+    extra_buffers=("num_batches_tracked",),     # nn.BatchNorm's counter: the contract is silent, a reader may keep it
     forbidden=BATCH_NORM_BUILTINS,
     properties=[
         Property("a fresh module starts as nn.BatchNorm1d does (weight 1, bias 0, running_mean 0, running_var 1)",
                  partial(starts_as, builtin=nn.BatchNorm1d, init=(3,), kwargs={"eps": 1e-3, "momentum": 0.2})),
         Property("in eval mode each sample is normalised on its own", _eval_is_per_sample),
-        Property("a state_dict from nn.BatchNorm2d (less num_batches_tracked) loads and agrees",
+        Property("a state_dict from nn.BatchNorm2d loads and agrees (num_batches_tracked only if you keep it)",
                  _loads_torch_state_dict),
     ],
     hint="train: y = (x - mean) / sqrt(var + eps) * weight + bias over dims (0, 2, 3, ...) with the biased var, then "
@@ -339,6 +373,10 @@ register(ModuleExercise(
                 "must flow through them too; detach only what goes into the running statistics."),
         Mistake("no affine transform", BNNoAffine,
                 "you never apply weight and bias: the output is x_hat * weight + bias, per channel."),
+        Mistake("running statistics keep the graph", BNStatsWithHistory,
+                "your running_mean and running_var carry autograd history: the update uses the batch statistics "
+                "of a graph that backward frees. Update them under torch.no_grad() (or from .detach()ed "
+                "statistics), so that a later step's backward does not reach into an old graph."),
         Mistake("statistics not registered as buffers", BNPlainAttributes,
                 "running_mean and running_var are plain tensor attributes: register them with "
                 "self.register_buffer(...) so that they are saved in state_dict and moved by .to()."),

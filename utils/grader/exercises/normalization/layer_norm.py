@@ -14,7 +14,7 @@ from torch import nn
 from ...core import Mistake, Property
 from ...inputs import case as _case
 from ...inputs import f32, f64
-from ...inputs import randn, transposed
+from ...inputs import randn, strided, transposed
 from ...kinds import ModuleExercise, Script
 from ...registry import register
 from .batch_norm import starts_as, steps_of
@@ -40,8 +40,11 @@ class RMSNormSpec(nn.RMSNorm):
 # --------------------------------------------------------------------------- cases
 
 def _script(shape, init, modes="TE", *, kwargs=None, dtype=f32, seed=0, scale=1.0, shift=0.0, noncontig=False):
-    """`init` is the constructor's positional arguments; one input per letter of `modes` (see steps_of)."""
-    if noncontig:
+    """`init` is the constructor's positional arguments; one input per letter of `modes` (see steps_of).
+    noncontig: True or "transposed" (the last two axes swapped in memory), "strided" (every other column)."""
+    if noncontig == "strided":
+        xs = [strided(*shape, dtype=dtype, seed=seed + k, scale=scale) for k in range(len(modes))]
+    elif noncontig:
         xs = [transposed(*shape, dtype=dtype, seed=seed + k, scale=scale) for k in range(len(modes))]
     else:
         xs = [randn(*shape, dtype=dtype, seed=seed + k, scale=scale, shift=shift) for k in range(len(modes))]
@@ -70,6 +73,8 @@ def _ln_cases():
         case((2, 5, 6), (6,), modes="G", dtype=f64, seed=100, kwargs={"elementwise_affine": False},
              note="gradient without affine parameters"),
         case((3, 2, 4), ((3, 2, 4),), modes="T", seed=110, note="normalized_shape covers the whole input"),
+        case((2, 3, 10), (10,), modes="GgG", dtype=f64, seed=120, noncontig="strided",
+             note="strided non-contiguous input (every other column), backward after each train/eval step"),
     ]
 
 
@@ -87,6 +92,8 @@ def _rms_cases():
         case((2, 2, 3, 4), (4,), modes="TE", seed=70, note="4-D input"),
         case((2, 3, 6), (6,), modes="G", dtype=f64, seed=80, note="gradient, float64"),
         case((4, 8), (8,), modes="G", seed=90, kwargs={"eps": 1e-4}, note="gradient, float32"),
+        case((3, 2, 8), (8,), modes="GgG", dtype=f64, seed=100, noncontig="strided",
+             note="strided non-contiguous input (every other column), backward after each train/eval step"),
     ]
 
 

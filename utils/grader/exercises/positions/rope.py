@@ -85,6 +85,13 @@ def _rope_cases():
              note="float64, interleaved, offset 40"),
         case(_rope_call, _X(4, 2, seed=15), note="D = 2: a single pair"),
         case(_rope_call, _X(1, 5, 12, seed=16), interleaved=True, note="batch of one, D = 12"),
+        # bfloat16 keeps 8 significant bits: position 3000 itself is not representable (3000 -> 2992), so the angles
+        # must be computed in float32 and only cos/sin cast to bf16. Correct code then rounds x1·cos, x2·sin and
+        # their sum in bf16, up to about 3 · 2^-8 · |x|: hence atol 2e-2 here (the angle mistake is off by O(1)).
+        case(_rope_call, _heads_view(2, 8, 4, 64, seed=19, dtype=torch.bfloat16), positions=list(range(3000, 3008)),
+             note="bfloat16 at positions 3000..3007, (B, H, T, D = 64)", tolerance={torch.bfloat16: (1.6e-2, 2e-2)}),
+        case(_rope_call, _X(3, 32, seed=20, dtype=torch.bfloat16), positions=[4093, 4094, 4095], interleaved=True,
+             note="bfloat16 at positions 4093..4095, interleaved", tolerance={torch.bfloat16: (1.6e-2, 2e-2)}),
         case(_rope_call, _X(2, 5, 8, seed=17, dtype=f64), interleaved=False, grad=True, note="gradient, half"),
         case(_rope_call, _X(5, 8, seed=18, dtype=f64), positions=[3, 1, 4, 1, 5], interleaved=True, grad=True,
              note="gradient, interleaved, custom positions"),
@@ -138,7 +145,8 @@ def _theta(D, base, dtype):
 
 
 def _angle(x, positions, base, dtype=None):
-    dtype = dtype or x.dtype
+    """The (T, D/2) angles, in float32 at least (float64 for float64 inputs), as correct code computes them."""
+    dtype = dtype or torch.promote_types(x.dtype, f32)
     return _positions(x, positions).to(dtype)[:, None] * _theta(x.shape[-1], base, dtype)   # (T, D/2)
 
 
@@ -152,16 +160,20 @@ def _rot_pairs(x, cos, sin):
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
+def _rotate_as(layout, x, angle):
+    return layout(x, angle.cos().to(x.dtype), angle.sin().to(x.dtype))
+
+
 def _rotate(x, angle, interleaved):
-    return (_rot_pairs if interleaved else _rot_half)(x, angle.cos(), angle.sin())
+    return _rotate_as(_rot_pairs if interleaved else _rot_half, x, angle)
 
 
 def rope_half_always(x, positions=None, base=10000.0, interleaved=False):
-    return _rot_half(x, _angle(x, positions, base).cos(), _angle(x, positions, base).sin())
+    return _rotate_as(_rot_half, x, _angle(x, positions, base))
 
 
 def rope_pairs_always(x, positions=None, base=10000.0, interleaved=False):
-    return _rot_pairs(x, _angle(x, positions, base).cos(), _angle(x, positions, base).sin())
+    return _rotate_as(_rot_pairs, x, _angle(x, positions, base))
 
 
 def rope_layouts_swapped(x, positions=None, base=10000.0, interleaved=False):
@@ -170,13 +182,14 @@ def rope_layouts_swapped(x, positions=None, base=10000.0, interleaved=False):
 
 def rope_exponent_i(x, positions=None, base=10000.0, interleaved=False):
     D = x.shape[-1]
-    theta = base ** (-torch.arange(D // 2, dtype=x.dtype) / D)
-    return _rotate(x, _positions(x, positions).to(x.dtype)[:, None] * theta, interleaved)
+    wide = torch.promote_types(x.dtype, f32)
+    theta = base ** (-torch.arange(D // 2, dtype=wide) / D)
+    return _rotate(x, _positions(x, positions).to(wide)[:, None] * theta, interleaved)
 
 
 def rope_sin_cos_swapped(x, positions=None, base=10000.0, interleaved=False):
     a = _angle(x, positions, base)
-    return (_rot_pairs if interleaved else _rot_half)(x, a.sin(), a.cos())
+    return (_rot_pairs if interleaved else _rot_half)(x, a.sin().to(x.dtype), a.cos().to(x.dtype))
 
 
 def rope_negative_angle(x, positions=None, base=10000.0, interleaved=False):
@@ -201,12 +214,16 @@ def rope_other_layout_frequencies(x, positions=None, base=10000.0, interleaved=F
         full = a.repeat_interleave(2, dim=-1)                            # the interleaved layout's order
         x1, x2 = x.chunk(2, dim=-1)
         rotated = torch.cat([-x2, x1], dim=-1)
-    return x * full.cos() + rotated * full.sin()
+    return x * full.cos().to(x.dtype) + rotated * full.sin().to(x.dtype)
 
 
 def rope_float32_angles(x, positions=None, base=10000.0, interleaved=False):
     a = _angle(x, positions, base, dtype=f32)
     return _rotate(x, a.to(x.dtype), interleaved)
+
+
+def rope_angles_in_input_dtype(x, positions=None, base=10000.0, interleaved=False):
+    return _rotate(x, _angle(x, positions, base, dtype=x.dtype), interleaved)
 
 
 register(Exercise(
@@ -252,6 +269,11 @@ register(Exercise(
                 "your cos/sin tables are laid out for the other layout: for rotate_half repeat the D/2 angles as "
                 "cat([a, a]); for interleaved pairs repeat each angle twice, repeat_interleave(2)."),
         Mistake("angles in float32", rope_float32_angles,
-                "your float64 result has float32 accuracy: compute the angles and cos/sin in x's dtype."),
+                "your float64 result has float32 accuracy: compute the angles and cos/sin in float64 for a float64 "
+                "x (in general, in torch.promote_types(x.dtype, torch.float32))."),
+        Mistake("angles in the input's dtype", rope_angles_in_input_dtype,
+                "you compute the angles p·θ in x's dtype: bfloat16 keeps 8 significant bits, so position 3000 "
+                "becomes 2992 and the angles are off by radians. Compute positions, θ, the angles and cos/sin in "
+                "float32 (float64 for float64 x), and cast only cos and sin to x's dtype, as Llama and HF do."),
     ],
 ))
