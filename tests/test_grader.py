@@ -441,7 +441,7 @@ def test_the_large_magnitude_tolerance_applies_to_those_cases_only():
     assert slightly_off.kind == "wrong-value" and slightly_off.failure.case == 0
 
 
-# --------------------------------------------------------------------------- the engine's rules of diagnosis and reporting
+# --------------------------------------------------------------------------- rules of diagnosis and reporting
 
 def _toy_exercise(mistakes):
     """y = 2x, with cases whose inputs reveal different bugs: positive, negative, a zero."""
