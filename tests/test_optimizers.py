@@ -1,9 +1,11 @@
 """The optimizers chapter's grader: what the generic tests in test_exercises.py do not cover.
 
-The oracles of SGD / Adam / AdamW are torch.optim classes and need no test; the mistakes are built on small
-single-tensor optimizers (`_SGD`, `_Adam`, `_AdamW`) that must themselves pass, so that each mistake differs from
-a correct optimizer by its one override. cosine_lr's oracle is a plain formula: it is checked against PyTorch's
-schedulers. The custom drivers (schedule, clipping) and the guards against the built-ins are checked here too.
+The oracles of SGD / Adam / AdamW are torch.optim classes run eagerly (their own step body without the
+torch.compile wrappers): a test proves they agree with torch.optim bit for bit on every case. The mistakes are
+built on small single-tensor optimizers (`_SGD`, `_Adam`, `_AdamW`) that must themselves pass, so that each
+mistake differs from a correct optimizer by its one override. cosine_lr's oracle is a plain formula: it is
+checked against PyTorch's schedulers. The custom drivers (schedule, clipping) and the guards against the built-ins
+are checked here too.
 """
 
 import math
@@ -13,6 +15,39 @@ import torch
 
 import utils.grader.exercises.foundations.optimizers as opt
 from utils.grader import get, run
+
+# --------------------------------------------------------------------------- the oracles are torch.optim, bit for bit
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_eager_oracle_is_the_builtin_bit_for_bit(name):
+    import sys
+
+    from utils.grader.compare import same
+    ex = get(name)
+    builtin = getattr(torch.optim, name)
+    assert issubclass(ex.oracle, builtin) and ex.oracle is not builtin
+    for i, case in enumerate(ex.all_cases()):
+        ours, theirs = ex.outcome(ex.oracle, case, None), ex.outcome(builtin, case, None)
+        assert ours.error is None and theirs.error is None
+        assert [label for label, _ in ours.parts] == [label for label, _ in theirs.parts]
+        assert same([v for _, v in ours.parts], [v for _, v in theirs.parts], rtol=0, atol=0), f"{name} case {i}"
+    assert "torch._dynamo" in sys.modules       # the built-in's step imports it; the eager oracle does not need to
+
+
+def test_a_first_optimizer_check_does_not_import_dynamo():
+    import subprocess
+    import sys
+    code = ("import sys, time, torch\n"
+            "from utils.grader import run\n"
+            "from utils.notebook import load_solutions\n"
+            "impl = load_solutions('foundations/optimizers')['Adam']\n"
+            "t = time.perf_counter(); r = run('Adam', impl); t = time.perf_counter() - t\n"
+            "assert r.passed, str(r)\n"
+            "print('torch._dynamo' in sys.modules, round(t, 2))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "OMP_NUM_THREADS": "1"}).stdout.split()
+    assert out[0] == "False", "a check of an optimizer imported torch._dynamo (about 2 s in a fresh kernel)"
+
 
 # --------------------------------------------------------------------------- the mistakes' skeletons are correct
 

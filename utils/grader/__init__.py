@@ -12,10 +12,13 @@ compare.py, sandbox.py (forbidden calls, time limit), registry.py; declarations 
 from __future__ import annotations
 
 from ..tracking import record
+from . import lazy_dynamo
 from .core import Case, Exercise, Mistake, Property, evaluate
 from .kinds import ModuleExercise, OptimizerExercise, OptimizerRun, Script, Step
 from .registry import EXERCISES, get, list_exercises, register
 from .result import Report, Status, in_notebook, show
+
+lazy_dynamo.install()        # an optimizer check must not wait 2 s for torch._dynamo it never uses
 
 
 class CheckFailed(AssertionError):

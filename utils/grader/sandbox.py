@@ -7,12 +7,14 @@ an exception the engine turns into a report line.
 from __future__ import annotations
 
 import ctypes
+import heapq
 import importlib
 import inspect
 import linecache
 import os
 import sys
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -42,10 +44,25 @@ class ForbiddenCall(Exception):
 _ROOTS = {"torch": torch, "F": F, "Tensor": torch.Tensor, "nn": torch.nn}
 
 
+_RESOLVED: dict = {}
+
+
 def resolve(name: str):
     """'F.softmax' -> the function object; names are written as readers write them.
 
-    Submodules that their package does not expose as attributes ('torch.optim.sgd') are imported.
+    Cached, since the engine resolves the same names at every guarded call; a stand-in that `_swapped` has
+    installed is never cached (the originals are what must be swapped and banned).
+    """
+    obj = _RESOLVED.get(name)
+    if obj is None:
+        obj = _resolve(name)
+        if not getattr(obj, "hwllm_refusal", False):
+            _RESOLVED[name] = obj
+    return obj
+
+
+def _resolve(name: str):
+    """Submodules that their package does not expose as attributes ('torch.optim.sgd') are imported.
     """
     root, *rest = name.split(".")
     obj = _ROOTS[root] if root in _ROOTS else importlib.import_module(root)
@@ -85,45 +102,88 @@ def _importing(thread_id: int) -> bool:
     return False
 
 
+class _Watchdog:
+    """One daemon thread serves every time limit: a guarded call registers a deadline, the watchdog sleeps until
+    the earliest one and injects TimeLimitExceeded into that thread (PyThreadState_SetAsyncExc, which lands at
+    the next Python bytecode of the reader's loop). No thread is started per call: an optimizer check makes
+    hundreds of guarded calls. Works in Jupyter, pytest and on every platform."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.heap = []            # (deadline, sequence number, entry)
+        self.count = 0
+        self.thread = None
+
+    def arm(self, seconds: float) -> dict:
+        entry = {"thread": threading.get_ident(), "active": True, "fired": False}
+        with self.cond:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._serve, name="hwllm-time-limit", daemon=True)
+                self.thread.start()
+            self.count += 1
+            heapq.heappush(self.heap, (time.monotonic() + seconds, self.count, entry))
+            self.cond.notify()
+        return entry
+
+    def disarm(self, entry: dict) -> bool:
+        """Stop watching; True when the limit had fired (its exception may still be pending: it is cleared)."""
+        with self.cond:
+            entry["active"] = False
+            fired = entry["fired"]
+        if fired:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry["thread"]), None)
+        return fired
+
+    def _serve(self):
+        while True:
+            with self.cond:
+                while not self.heap:
+                    self.cond.wait()
+                deadline, _, entry = self.heap[0]
+                if not entry["active"]:
+                    heapq.heappop(self.heap)
+                    continue
+                wait = deadline - time.monotonic()
+                if wait > 0:
+                    self.cond.wait(wait)
+                    continue
+                heapq.heappop(self.heap)
+                if _importing(entry["thread"]):     # never interrupt an import: it would leave a half-built module
+                    self.count += 1
+                    heapq.heappush(self.heap, (time.monotonic() + 0.05, self.count, entry))
+                    continue
+                entry["fired"] = True
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(entry["thread"]),
+                                                           ctypes.py_object(TimeLimitExceeded))
+
+
+_WATCHDOG = _Watchdog()
+
+
 @contextmanager
 def time_limit(seconds: float | None):
-    """Raise TimeLimitExceeded in this thread once `seconds` have passed.
-
-    A watchdog thread injects the exception with PyThreadState_SetAsyncExc; it lands at the next
-    Python bytecode of the reader's loop. Works in Jupyter, pytest and on every platform.
-    """
+    """Raise TimeLimitExceeded in this thread once `seconds` have passed."""
     if not seconds:
         yield
         return
-    target = threading.get_ident()
-    lock = threading.Lock()
-    state = {"active": True, "timer": None}
-
-    def fire():
-        with lock:
-            if not state["active"]:
-                return
-            if _importing(target):   # never interrupt an import: it would leave a half-built module
-                state["timer"] = threading.Timer(0.05, fire)
-                state["timer"].daemon = True
-                state["timer"].start()
-                return
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(target), ctypes.py_object(TimeLimitExceeded))
-
-    state["timer"] = threading.Timer(seconds, fire)
-    state["timer"].daemon = True
-    state["timer"].start()
+    entry = _WATCHDOG.arm(seconds)
     try:
         yield
-    finally:
-        with lock:
-            state["active"] = False
-            state["timer"].cancel()
+    except TimeLimitExceeded:
+        _WATCHDOG.disarm(entry)
+        raise
+    except BaseException:
+        if _WATCHDOG.disarm(entry):
+            raise TimeLimitExceeded() from None
+        raise
+    if _WATCHDOG.disarm(entry):             # fired as the block ended: report it, never let it land later
+        raise TimeLimitExceeded()
 
 
 def _refuse(name: str):
     def refused(*args, **kwargs):
         raise ForbiddenCall(name)
+    refused.hwllm_refusal = True
     return refused
 
 

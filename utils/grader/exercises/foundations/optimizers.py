@@ -18,7 +18,7 @@ import torch
 
 from ...core import Case, Mistake, Property
 from ...inputs import f32, f64, randn
-from ...kinds import GradientsExercise, OptimizerExercise, OptimizerRun, ScheduleExercise
+from ...kinds import GradientsExercise, OptimizerExercise, OptimizerRun, ScheduleExercise, eager
 from ...registry import register
 
 
@@ -259,7 +259,7 @@ register(OptimizerExercise(
     name="SGD",
     chapter="foundations/optimizers",
     signature="SGD(params, lr, momentum=0.0, weight_decay=0.0, nesterov=False)",
-    oracle=torch.optim.SGD,
+    oracle=eager(torch.optim.SGD),
     cases=SGD_CASES,
     forbidden=FUSED,
     hint="g = grad + wd·p;  buf = g at the first step, then μ·buf + g;  d = g + μ·buf (Nesterov) or buf;  "
@@ -487,7 +487,7 @@ register(OptimizerExercise(
     name="Adam",
     chapter="foundations/optimizers",
     signature="Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)",
-    oracle=torch.optim.Adam,
+    oracle=eager(torch.optim.Adam),
     cases=partial(_adam_cases, 0.0),
     forbidden=FUSED,
     hint=ADAM_HINT + ";  Adam's weight decay is L2: g += wd·p first",
@@ -521,7 +521,7 @@ register(OptimizerExercise(
     name="AdamW",
     chapter="foundations/optimizers",
     signature="AdamW(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)",
-    oracle=torch.optim.AdamW,
+    oracle=eager(torch.optim.AdamW),
     cases=partial(_adam_cases, 0.01),
     forbidden=FUSED,
     hint="p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  " + ADAM_HINT,

@@ -1,0 +1,909 @@
+"""The model-driving kind (utils/grader/kinds/driving.py) and its scripted models (utils/grader/scripted.py).
+
+Two example declarations, written as the generation chapter will register them (CURRICULUM.md Part 7,
+"decoding"): `generate` and `beam_search`, each with a plain-loop oracle and its registered mistakes, each
+mistake the oracle's loop with one piece changed (`flaw=`). The tests prove that correct solutions in several
+styles pass, that every mistake is rejected and named, that plausible wrong solutions are rejected without a
+false diagnosis, that the scripted model's cache, call log and guards work as documented, and that bad input
+gets a clear message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import subprocess
+import sys
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils.grader.compare import same
+from utils.grader.core import Case, Mistake, evaluate
+from utils.grader.kinds.driving import DrivingExercise, allowed_tokens, reproducible, samples_within
+from utils.grader.scripted import ScriptedLM
+
+# =========================================================================== the generate declaration
+
+V, EOS = 11, 10
+
+
+def generate_spec(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, eos_token_id=None,
+                  generator=None, use_cache=True, *, flaw=None):
+    """The contract as a plain loop; `flaw` names the one piece a registered mistake changes."""
+    ids, past = input_ids, None
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    if flaw == "prompt_one_by_one" and use_cache:
+        for t in range(ids.shape[1] - 1):
+            _, past = model(ids[:, t:t + 1], past)
+    steps = max_new_tokens - ids.shape[1] if flaw == "total_length" else max_new_tokens
+    for _ in range(max(steps, 0)):
+        if flaw == "stop_when_all_done" and eos_token_id is not None and done.all():
+            break
+        if flaw == "ignore_cache" or not (use_cache or flaw == "always_cache"):
+            logits, _ = model(ids)
+        elif flaw == "refeed":
+            logits, past = model(ids, past)
+        else:
+            new = ids if past is None else ids[:, -1:]
+            logits, past = model(new if flaw != "token_without_time_axis" or past is None else new[:, 0], past)
+        last = logits[:, 0 if flaw == "first_position" else -1]
+        if flaw == "divide_by_zero_temperature":
+            last = last / temperature
+        nxt = _pick(last, temperature, top_k, top_p, generator)
+        if eos_token_id is not None:
+            if flaw != "no_eos_continuation":
+                nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+            done = done | (nxt == eos_token_id)
+        ids = torch.cat([ids, nxt[:, None]], dim=1)
+    if flaw == "extra_forward":
+        model(ids[:, -1:], past) if past is not None else model(ids)
+    return ids
+
+
+def _pick(last, temperature, top_k, top_p, generator):
+    """Greedy when temperature == 0; otherwise temperature, top-k, top-p, then one draw from `generator`."""
+    if temperature == 0:
+        return last.argmax(-1)
+    z = last / temperature
+    if top_k is not None:
+        kth = z.topk(min(top_k, z.shape[-1]), dim=-1).values[:, -1:]
+        z = z.masked_fill(z < kth, -torch.inf)
+    if top_p is not None:
+        p, idx = z.softmax(-1).sort(dim=-1)                    # ascending
+        drop = p.cumsum(-1) <= 1 - top_p
+        drop[:, -1] = False
+        z = z.masked_fill(drop.scatter(-1, idx, drop), -torch.inf)
+    return torch.multinomial(z.softmax(-1), 1, generator=generator)[:, 0]
+
+
+def _gen(rows, n, seed, eos=None, eos_after=None, dtype=torch.float32, gen_seed=None, **kwargs):
+    model = ScriptedLM(V, seed=seed, eos_token_id=eos, eos_bias=-8.0, eos_after=eos_after, dtype=dtype)
+    if eos is not None:
+        kwargs["eos_token_id"] = eos
+    if gen_seed is not None:
+        kwargs["generator"] = torch.Generator().manual_seed(gen_seed)
+    return (model, torch.tensor(rows), n), kwargs
+
+
+P3 = [[4, 1, 7, 2], [9, 0, 3, 3], [5, 5, 8, 1]]
+P2 = [[2, 6, 1, 1, 9], [8, 3, 0, 7, 4]]
+
+
+def gen_case(note, *args, **kwargs):
+    return Case(make=partial(_gen, *args, **kwargs), note=note)
+
+
+def generate_cases():
+    return [
+        gen_case("greedy with the cache, one row", [[3, 1, 4, 1, 5]], 6, seed=1),
+        gen_case("greedy without the cache", [[2, 7, 1], [8, 2, 8]], 5, seed=2, use_cache=False),
+        gen_case("rows that finish at different steps (row 2 never)", P3, 7, seed=3, eos=EOS,
+                 eos_after={tuple(P3[0]): 2, tuple(P3[1]): 5}),
+        gen_case("every row finishes before max_new_tokens", P2, 7, seed=4, eos=EOS,
+                 eos_after={tuple(P2[0]): 1, tuple(P2[1]): 3}),
+        gen_case("eos without the cache", P3[:2], 5, seed=5, eos=EOS, eos_after={tuple(P3[0]): 2},
+                 use_cache=False),
+        gen_case("a one-token prompt", [[6], [0]], 5, seed=6),
+        gen_case("a single new token", [[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]], 1, seed=7),
+        gen_case("eos_token_id=0", [[3, 9, 4], [7, 7, 1]], 6, seed=8, eos=0, eos_after={(3, 9, 4): 3}),
+        gen_case("max_new_tokens=0", [[5, 2, 8]], 0, seed=9),
+        gen_case("temperature 0.8 with top_k=1 is greedy", P2, 5, seed=10, temperature=0.8, top_k=1, gen_seed=0),
+        gen_case("float64 model, temperature 1.5 with top_p=0.001 is greedy", P3, 4, seed=11, dtype=torch.float64,
+                 temperature=1.5, top_p=1e-3, gen_seed=1),
+    ]
+
+
+def _sampling(seed, top_k=None, top_p=None, temperature=1.0):
+    model = ScriptedLM(V, seed=12, spread=3.0)
+    kwargs = {"temperature": temperature, "generator": torch.Generator().manual_seed(seed)}
+    if top_k is not None:
+        kwargs["top_k"] = top_k
+    if top_p is not None:
+        kwargs["top_p"] = top_p
+    return model, torch.tensor([[1, 2, 3], [4, 5, 6]]), 8, kwargs
+
+
+G = partial(generate_spec)
+GENERATE_MISTAKES = [
+    Mistake("ignores the cache", partial(G, flaw="ignore_cache"),
+            "with use_cache=True each step after the first feeds only the newest token, together with the "
+            "kvs the model returned; your code feeds the whole sequence again at every step"),
+    Mistake("re-feeds old tokens with the cache", partial(G, flaw="refeed"),
+            "the cache already holds every earlier position: with it, feed only the newest token "
+            "(input_ids[:, -1:]); feeding the whole sequence again makes the model see the prefix twice"),
+    Mistake("feeds the prompt token by token", partial(G, flaw="prompt_one_by_one"),
+            "feed the whole prompt in the first call (one forward fills the cache for every prompt position); "
+            "only the generated tokens go in one at a time"),
+    Mistake("one forward too many", partial(G, flaw="extra_forward"),
+            "the model is called once per new token: the last token chosen is never fed to the model, so do not "
+            "run a forward after the loop (or at its end) just to refresh the cache"),
+    Mistake("ignores use_cache=False", partial(G, flaw="always_cache"),
+            "with use_cache=False every step feeds the whole sequence and passes no cache"),
+    Mistake("stops when every row has finished", partial(G, flaw="stop_when_all_done"),
+            "generation never stops early: the result always has max_new_tokens new columns, finished rows "
+            "filled with eos_token_id"),
+    Mistake("does not continue eos", partial(G, flaw="no_eos_continuation"),
+            "a row that has produced eos_token_id continues with eos_token_id: replace the next token of "
+            "finished rows (torch.where(done, eos_token_id, next_token))"),
+    Mistake("reads the first position's logits", partial(G, flaw="first_position"),
+            "the next token comes from the logits of the last position, logits[:, -1, :]; logits[:, 0] predicts "
+            "the second token of the prompt"),
+    Mistake("divides by temperature 0", partial(G, flaw="divide_by_zero_temperature"),
+            "temperature == 0 means greedy: take the argmax of the raw logits; dividing by 0 turns them into "
+            "±inf and the argmax into the first positive logit"),
+    Mistake("max_new_tokens as the total length", partial(G, flaw="total_length"),
+            "max_new_tokens counts the new tokens only: the result has T + max_new_tokens columns"),
+    Mistake("feeds the new token without its time axis", partial(G, flaw="token_without_time_axis"),
+            "the model takes input_ids of shape (B, T): feed the new token as next_token[:, None], shape (B, 1)"),
+]
+
+GENERATE = DrivingExercise(
+    name="generate",
+    chapter="generation/decoding",
+    signature="generate(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, "
+              "eos_token_id=None, generator=None, use_cache=True)",
+    oracle=generate_spec,
+    cases=generate_cases,
+    mistakes=GENERATE_MISTAKES,
+    properties=[reproducible(partial(_sampling, temperature=1.0)),
+                samples_within(partial(_sampling, top_k=3, temperature=0.7)),
+                samples_within(partial(_sampling, top_p=0.6))],
+    hint="call the model once per new token: the whole prompt first, then (with use_cache) only the newest "
+         "token and the kvs it returned; finished rows continue with eos_token_id.",
+)
+
+
+# =========================================================================== the beam_search declaration
+
+BV, BEOS = 6, 5
+
+
+def beam_search_spec(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0, *,
+                     flaw=None):
+    """CURRICULUM.md's rules as a plain loop over Python lists; `flaw` names a registered mistake's change."""
+    prompt = input_ids[0].tolist()
+    T = len(prompt)
+    eos = None if flaw == "no_eos" else eos_token_id
+
+    def score(total, n):
+        length = T + n if flaw == "prompt_in_length" else n
+        return total / length ** length_penalty
+
+    live = [(prompt, 0.0)]                # (tokens, sum of log-probs), best first
+    finished = []                         # (score, tokens), in the order they finished
+    for step in range(1, max_new_tokens + 1):
+        cands = []                        # (sum of log-probs, tokens), beam by beam, token by token
+        for toks, total in live:
+            logits, _ = model(torch.tensor([toks]))
+            lp = logits[0, -1].double()
+            if flaw != "raw_logits":
+                lp = torch.log_softmax(lp, dim=-1)
+            cands += [(total + float(lp[v]), toks + [v]) for v in range(lp.shape[0])]
+        if flaw == "topk_ties":
+            order = torch.topk(torch.tensor([c[0] for c in cands]), min(2 * num_beams, len(cands))).indices.tolist()
+        elif flaw == "reverse_sorted":
+            order = sorted(range(len(cands)), key=lambda i: (cands[i][0], i), reverse=True)
+        else:
+            order = sorted(range(len(cands)), key=lambda i: -cands[i][0])     # stable: earlier wins ties
+        live = []
+        for rank, i in enumerate(order):
+            total, toks = cands[i]
+            if eos is not None and toks[-1] == eos:
+                if rank < num_beams or flaw == "every_eos_finishes":
+                    n = step - 1 if flaw == "eos_not_counted" else step
+                    finished.append((score(total, n), toks))
+                if flaw != "finished_stay_alive":
+                    continue
+            if len(live) < num_beams:
+                live.append((toks, total))
+        if len(finished) >= num_beams and flaw != "no_early_stop":
+            break
+    if len(finished) < num_beams or flaw == "no_early_stop":
+        finished += [(total if flaw == "live_unnormalized" else score(total, max_new_tokens), toks)
+                     for toks, total in live]
+    best = max(range(len(finished)), key=lambda i: finished[i][0])            # the first of equal scores
+    return torch.tensor([finished[best][1]]), float(finished[best][0])
+
+
+# A designed tie (num_beams=2, no eos): after the prompt, tokens 0 and 3 tie; both beams then meet the same
+# logits, so four candidates tie and the rule keeps beam 0's two; only beam 1's continuations lead to a sure win.
+TIE_PROMPT = (1, 2)
+TIE_SCRIPT = {
+    TIE_PROMPT: [1.0, -1.0, -1.0, 1.0, -2.0, -9.0],
+    TIE_PROMPT + (0,): [2.0, 2.0, 0.0, 0.0, 0.0, -9.0],
+    TIE_PROMPT + (3,): [2.0, 2.0, 0.0, 0.0, 0.0, -9.0],
+    **{TIE_PROMPT + (3, t): [6.0, 0.0, 0.0, 0.0, 0.0, -9.0] for t in (0, 1)},
+    **{TIE_PROMPT + (0, t): [0.5, 0.4, 0.3, 0.2, 0.1, -9.0] for t in (0, 1)},
+}
+
+
+# Ties between a token and eos (num_beams=2): the token (lower id) keeps the live slot, eos ranks 3rd and does not
+# finish; breaking these ties the other way finishes two hypotheses and returns a different one.
+EOS_TIE_SCRIPT = {(0,): [2.0, 0.5, -5.0, -5.0, -5.0, 0.5],
+                  (0, 0): [1.0, 0.0, -5.0, -5.0, -5.0, 0.0], (0, 1): [1.0, 0.0, -5.0, -5.0, -5.0, 0.0]}
+
+
+def _beam(prompt, num_beams, n, seed, eos=BEOS, eos_bias=0.0, length_penalty=None, script=None, spread=4.0):
+    model = ScriptedLM(BV, seed=seed, spread=spread, eos_token_id=eos, eos_bias=eos_bias, script=script)
+    kwargs = {} if eos is None else {"eos_token_id": eos}
+    if length_penalty is not None:
+        kwargs["length_penalty"] = length_penalty
+    return (model, torch.tensor([prompt]), num_beams, n), kwargs
+
+
+def beam_case(note, *args, **kwargs):
+    return Case(make=partial(_beam, *args, **kwargs), note=note)
+
+
+def beam_cases():
+    return [
+        beam_case("no eos: the best of the live beams after max_new_tokens", [0, 3, 1], 3, 4, seed=21, eos=None),
+        beam_case("eos among the candidates", [2, 2, 4], 3, 6, seed=22),
+        beam_case("eos often: num_beams hypotheses finish early", [1, 4], 2, 8, seed=33, eos_bias=1.5),
+        beam_case("eos often, length_penalty=2.0: a longer hypothesis would win later", [3, 4], 2, 6, seed=44,
+                  eos_bias=1.5, length_penalty=2.0),
+        beam_case("length_penalty=2.0 favours longer hypotheses", [3, 0, 2, 1], 3, 6, seed=24, length_penalty=2.0),
+        beam_case("length_penalty=0.0: plain sums", [4, 1, 1], 2, 5, seed=25, length_penalty=0.0),
+        beam_case("num_beams=1", [0, 2], 1, 6, seed=26, eos_bias=0.5),
+        beam_case("a long prompt, length_penalty=0.5", [1, 3, 0, 4, 2, 2, 3, 1], 3, 5, seed=27, length_penalty=0.5),
+        beam_case("designed ties: the earlier candidate wins", list(TIE_PROMPT), 2, 3, seed=28, eos=None,
+                  script=TIE_SCRIPT),
+        beam_case("a token tied with eos: the lower token id ranks first", [0], 2, 2, seed=30, script=EOS_TIE_SCRIPT),
+        beam_case("four beams, eos rare", [2, 0, 3], 4, 5, seed=29, eos_bias=-1.0),
+    ]
+
+
+B = partial(beam_search_spec)
+BEAM_MISTAKES = [
+    Mistake("length penalty on the prompt too", partial(B, flaw="prompt_in_length"),
+            "the length penalty divides by the generated length only (new tokens, eos included), not by the "
+            "length with the prompt"),
+    Mistake("no eos handling", partial(B, flaw="no_eos"),
+            "a candidate ending in eos_token_id is finished: it leaves the live beams and is scored "
+            "sum_logprobs / generated_length ** length_penalty"),
+    Mistake("finished beams kept alive", partial(B, flaw="finished_stay_alive"),
+            "a beam that ends in eos is finished: it must not be extended any more; the live beams are the "
+            "num_beams best candidates not ending in eos"),
+    Mistake("every eos candidate finishes", partial(B, flaw="every_eos_finishes"),
+            "only an eos candidate ranked among the num_beams best of its step becomes a finished hypothesis"),
+    Mistake("live beams not length-normalised", partial(B, flaw="live_unnormalized"),
+            "when max_new_tokens runs out, the live beams are scored the same way as finished ones: "
+            "sum_logprobs / generated_length ** length_penalty"),
+    Mistake("eos not counted in the length", partial(B, flaw="eos_not_counted"),
+            "the generated length of a finished hypothesis counts its eos token"),
+    Mistake("ranks by raw logits", partial(B, flaw="raw_logits"),
+            "beams are ranked by total log-probability: apply log_softmax to each step's logits before adding"),
+    Mistake("keeps searching after num_beams finished", partial(B, flaw="no_early_stop"),
+            "the search stops as soon as num_beams hypotheses are finished"),
+    Mistake("breaks ties with torch.topk", partial(B, flaw="topk_ties"),
+            "among equal scores the earlier candidate (lower beam, then lower token id) wins, and torch.topk "
+            "does not promise that order: rank with torch.sort(scores, descending=True, stable=True)"),
+    Mistake("sorts with reverse=True", partial(B, flaw="reverse_sorted"),
+            "sorted(..., reverse=True) puts the later of two equal candidates first; the earlier (lower beam, then "
+            "lower token id) must win: sort by key=lambda c: -c.score, which keeps ties in order"),
+]
+
+BEAM_SEARCH = DrivingExercise(
+    name="beam_search",
+    chapter="generation/decoding",
+    signature="beam_search(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0)",
+    oracle=beam_search_spec,
+    cases=beam_cases,
+    mistakes=BEAM_MISTAKES,
+    count_calls=False,
+    tolerance={torch.float64: (1e-5, 1e-6)},     # the score is a float; a reader may add log-probs in float32
+    hint="rank every (beam, token) candidate of a step together by total log-probability; eos candidates among "
+         "the num_beams best finish; the live beams are the num_beams best of the rest.",
+)
+
+
+# =========================================================================== correct solutions in other styles
+
+def generate_loop(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, eos_token_id=None,
+                  generator=None, use_cache=True):
+    """A reader's version: prefill, then a loop that feeds one token; finished rows tracked with a mask."""
+    B = input_ids.shape[0]
+    out = input_ids
+    finished = torch.zeros(B, dtype=torch.bool)
+    kvs = None
+    for _ in range(max_new_tokens):
+        if use_cache:
+            logits, kvs = model(out if kvs is None else out[:, -1:], kvs)
+        else:
+            logits, _ = model(out)
+        logits = logits[:, -1, :]
+        if temperature == 0.0:
+            next_token = torch.argmax(logits, dim=-1, keepdim=True)
+        else:
+            logits = logits / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, top_k)
+                logits[logits < v[:, [-1]]] = -float("inf")
+            if top_p is not None:
+                sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+                cum = torch.cumsum(F.softmax(sorted_logits, dim=-1), dim=-1)
+                remove = cum - F.softmax(sorted_logits, dim=-1) >= top_p   # mass strictly before >= p
+                remove[:, 0] = False
+                logits = logits.scatter(1, sorted_idx, sorted_logits.masked_fill(remove, -float("inf")))
+            probs = F.softmax(logits, dim=-1)
+            next_token = torch.multinomial(probs, num_samples=1, generator=generator)
+        if eos_token_id is not None:
+            next_token[finished] = eos_token_id
+            finished |= next_token.squeeze(1) == eos_token_id
+        out = torch.cat((out, next_token), dim=1)
+    return out
+
+
+def generate_preallocated(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
+                          eos_token_id=None, generator=None, use_cache=True):
+    """Another style: a preallocated result filled column by column; sampling by inverse CDF with `generator`."""
+    B, T = input_ids.shape
+    result = torch.empty(B, T + max_new_tokens, dtype=input_ids.dtype)
+    result[:, :T] = input_ids
+    alive = torch.ones(B, dtype=torch.bool)
+    past = None
+    for t in range(T, T + max_new_tokens):
+        if not use_cache:
+            logits = model(result[:, :t])[0][:, -1]
+        elif past is None:
+            logits, past = model(result[:, :t])
+            logits = logits[:, -1]
+        else:
+            logits, past = model(result[:, t - 1:t], past_kvs=past)
+            logits = logits[:, -1]
+        if temperature == 0:
+            tok = logits.max(dim=-1).indices
+        else:
+            probs = torch.softmax(logits.double() / temperature, dim=-1)
+            if top_k is not None:
+                kth = probs.sort(dim=-1, descending=True).values[:, top_k - 1:top_k]
+                probs = torch.where(probs >= kth, probs, 0.0)
+            if top_p is not None:
+                probs = probs / probs.sum(-1, keepdim=True)
+                s, idx = probs.sort(dim=-1, descending=True)
+                before = s.cumsum(-1) - s
+                s = torch.where(before < top_p, s, 0.0)
+                probs = torch.zeros_like(probs).scatter(-1, idx, s)
+            cdf = (probs / probs.sum(-1, keepdim=True)).cumsum(-1)
+            u = torch.rand(B, 1, generator=generator, dtype=cdf.dtype)
+            tok = (cdf < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+        if eos_token_id is not None:
+            tok = torch.where(alive, tok, eos_token_id)
+            alive &= tok != eos_token_id
+        result[:, t] = tok
+    return result
+
+
+def beam_search_tensors(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
+    """A tensor style: live beams batched, scores in float32 as the model's logits, a stable sort for ranking,
+    the cache reordered with index_select."""
+    T = input_ids.shape[1]
+    seqs = input_ids
+    scores = torch.zeros(1)
+    done = []                                      # (score, tokens)
+    logits, kvs = model(seqs)
+    for step in range(1, max_new_tokens + 1):
+        logp = torch.log_softmax(logits[:, -1], dim=-1)           # (beams, V)
+        V = logp.shape[-1]
+        cand = (scores[:, None] + logp).flatten()
+        order = torch.sort(cand, descending=True, stable=True).indices
+        keep_rows, keep_tok, keep_scores = [], [], []
+        for rank, idx in enumerate(order.tolist()):
+            b, tok = divmod(idx, V)
+            if eos_token_id is not None and tok == eos_token_id:
+                if rank < num_beams:
+                    done.append((cand[idx].item() / step ** length_penalty,
+                                 torch.cat([seqs[b], torch.tensor([tok])])))
+                continue
+            keep_rows.append(b)
+            keep_tok.append(tok)
+            keep_scores.append(cand[idx])
+            if len(keep_rows) == num_beams:
+                break
+        if len(done) >= num_beams:
+            break
+        rows = torch.tensor(keep_rows)
+        seqs = torch.cat([seqs[rows], torch.tensor(keep_tok)[:, None]], dim=1)
+        scores = torch.stack(keep_scores)
+        if step < max_new_tokens:
+            kvs = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kvs]
+            logits, kvs = model(seqs[:, -1:], kvs)
+    if len(done) < num_beams:
+        done += [(s.item() / max_new_tokens ** length_penalty, seq) for s, seq in zip(scores, seqs)]
+    best_score, best = done[0]
+    for s, seq in done[1:]:
+        if s > best_score:
+            best_score, best = s, seq
+    assert best.shape[0] > T
+    return best[None], best_score
+
+
+def beam_search_heap(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
+    """A dict-of-hypotheses style: candidates sorted by (-score, beam, token), finished kept in a list."""
+    beams = [(0.0, input_ids[0].tolist())]
+    hyps = []
+    for step in range(max_new_tokens):
+        pool = []
+        for b, (s, toks) in enumerate(beams):
+            lp = F.log_softmax(model(torch.tensor(toks).unsqueeze(0))[0][0, -1].float(), dim=-1).tolist()
+            pool.extend((-(s + x), b, v, toks + [v]) for v, x in enumerate(lp))
+        pool.sort(key=lambda c: (c[0], c[1], c[2]))
+        beams = []
+        for rank, (neg, _, v, toks) in enumerate(pool):
+            if v == eos_token_id:
+                if rank < num_beams:
+                    hyps.append((-neg / (step + 1) ** length_penalty, toks))
+            elif len(beams) < num_beams:
+                beams.append((-neg, toks))
+        if len(hyps) >= num_beams:
+            break
+    else:
+        hyps += [(s / max_new_tokens ** length_penalty, toks) for s, toks in beams]
+    score, toks = max(hyps, key=lambda h: h[0])
+    return torch.tensor([toks]), score
+
+
+# =========================================================================== plausible wrong solutions (not registered)
+
+def gen_stop_at_any_eos(model, input_ids, max_new_tokens, eos_token_id=None, **kw):
+    ids, past = input_ids, None
+    for _ in range(max_new_tokens):
+        logits, past = model(ids if past is None else ids[:, -1:], past)
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        ids = torch.cat([ids, nxt], 1)
+        if eos_token_id is not None and (nxt == eos_token_id).any():
+            break
+    return ids
+
+
+def gen_truthy_eos(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, eos_token_id=None,
+                   generator=None, use_cache=True):
+    """`if eos_token_id:` treats eos_token_id=0 as no eos."""
+    ids, past = input_ids, None
+    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        if use_cache:
+            logits, past = model(ids if past is None else ids[:, -1:], past)
+        else:
+            logits, _ = model(ids)
+        nxt = _pick(logits[:, -1], temperature, top_k, top_p, generator)
+        if eos_token_id:
+            nxt = torch.where(done, eos_token_id, nxt)
+            done |= nxt == eos_token_id
+        ids = torch.cat([ids, nxt[:, None]], 1)
+    return ids
+
+
+def gen_one_short(model, input_ids, max_new_tokens, **kw):
+    return generate_spec(model, input_ids, max_new_tokens - 1, **kw) if max_new_tokens else input_ids
+
+
+def gen_concatenates_caches(model, input_ids, max_new_tokens, use_cache=True, **kw):
+    """Believes the model returns only the new positions' kvs, and appends them to its own cache."""
+    ids, cache = input_ids, None
+    for _ in range(max_new_tokens):
+        logits, new = model(ids if cache is None else ids[:, -1:], cache)
+        cache = new if cache is None else [(torch.cat([k0, k1], 2), torch.cat([v0, v1], 2))
+                                           for (k0, v0), (k1, v1) in zip(cache, new)]
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids
+
+
+def gen_stale_cache(model, input_ids, max_new_tokens, use_cache=True, eos_token_id=None, **kw):
+    """Keeps the first call's cache for ever."""
+    ids, first = input_ids, None
+    for _ in range(max_new_tokens):
+        if first is None:
+            logits, first = model(ids)
+        else:
+            logits, _ = model(ids[:, -1:], first)
+        ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    return ids
+
+
+def gen_global_rng(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, eos_token_id=None,
+                   generator=None, use_cache=True):
+    """Samples from torch's global generator: right on every greedy case, not reproducible."""
+    return generate_spec(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, None, use_cache)
+
+
+def gen_ignores_top_k(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
+                      eos_token_id=None, generator=None, use_cache=True):
+    """Forgets top-k when sampling, except for top_k=1 (handled as greedy)."""
+    if top_k == 1:
+        temperature = 0.0
+    return generate_spec(model, input_ids, max_new_tokens, temperature, None, top_p, eos_token_id, generator,
+                         use_cache)
+
+
+def beam_greedy_per_beam(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
+    """Extends each beam only by its own best token after the first step."""
+    logits, _ = model(input_ids)
+    lp = torch.log_softmax(logits[0, -1].double(), -1)
+    top = lp.topk(num_beams)
+    beams = [(float(s), input_ids[0].tolist() + [int(t)]) for s, t in zip(top.values, top.indices)]
+    for _ in range(max_new_tokens - 1):
+        nxt = []
+        for s, toks in beams:
+            lp = torch.log_softmax(model(torch.tensor([toks]))[0][0, -1].double(), -1)
+            nxt.append((s + float(lp.max()), toks + [int(lp.argmax())]))
+        beams = nxt
+    s, toks = max(beams, key=lambda b: b[0])
+    return torch.tensor([toks]), s / max_new_tokens ** length_penalty
+
+
+def beam_score_as_tensor(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
+    tokens, score = beam_search_spec(model, input_ids, num_beams, max_new_tokens, eos_token_id, length_penalty)
+    return tokens, torch.tensor(score)
+
+
+def beam_probabilities_product(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
+    """Forgets the length penalty altogether (scores finished and live hypotheses by their raw sums)."""
+    return beam_search_spec(model, input_ids, num_beams, max_new_tokens, eos_token_id, 0.0)
+
+
+# =========================================================================== tests: verdicts
+
+@pytest.mark.parametrize("impl", [generate_loop, generate_preallocated], ids=lambda f: f.__name__)
+def test_correct_generate_in_other_styles_passes(impl):
+    report = evaluate(GENERATE, impl)
+    assert report.passed, str(report)
+    assert "the same generator seed gives the same tokens" in report.checks
+
+
+@pytest.mark.parametrize("impl", [beam_search_tensors, beam_search_heap], ids=lambda f: f.__name__)
+def test_correct_beam_search_in_other_styles_passes(impl):
+    report = evaluate(BEAM_SEARCH, impl)
+    assert report.passed, str(report)
+
+
+@pytest.mark.parametrize("ex", [GENERATE, BEAM_SEARCH], ids=lambda e: e.name)
+def test_the_oracle_passes_itself(ex):
+    assert evaluate(ex, ex.oracle).passed
+
+
+MISTAKES = [(GENERATE, m) for m in GENERATE_MISTAKES] + [(BEAM_SEARCH, m) for m in BEAM_MISTAKES]
+
+
+@pytest.mark.parametrize("ex,mistake", MISTAKES, ids=[f"{e.name}: {m.name}" for e, m in MISTAKES])
+def test_every_mistake_is_rejected_and_named(ex, mistake):
+    report = evaluate(ex, mistake.impl)
+    assert not report.passed
+    assert report.failure.mistake == mistake.name, str(report)
+    assert mistake.message in str(report)
+
+
+WRONG = [(GENERATE, f) for f in (gen_stop_at_any_eos, gen_truthy_eos, gen_one_short, gen_concatenates_caches,
+                                 gen_stale_cache, gen_global_rng, gen_ignores_top_k)] + \
+        [(BEAM_SEARCH, f) for f in (beam_greedy_per_beam, beam_score_as_tensor, beam_probabilities_product)]
+
+
+@pytest.mark.parametrize("ex,impl", WRONG, ids=[f.__name__ for _, f in WRONG])
+def test_plausible_wrong_solutions_are_rejected_without_a_false_diagnosis(ex, impl):
+    report = evaluate(ex, impl)
+    assert not report.passed, f"{impl.__name__} passes"
+    assert report.failure.mistake is None, str(report)
+
+
+def test_ignoring_the_cache_is_named_by_the_call_that_shows_it():
+    report = evaluate(GENERATE, partial(generate_spec, flaw="ignore_cache"))
+    msg = report.failure.problem.message
+    assert report.failure.case == 0 and "model call 2" in msg
+    assert "model call 2 is 6 tokens without a cache; expected 1 token with a cache of 5" in msg
+
+
+def test_an_extra_forward_is_named_by_the_count():
+    report = evaluate(GENERATE, partial(generate_spec, flaw="extra_forward"))
+    assert "model calls (one per new token, no extra forward) is 7; expected 6" in report.failure.problem.message
+
+
+def test_concatenating_the_cache_gets_the_models_message():
+    report = evaluate(GENERATE, gen_concatenates_caches)
+    assert report.kind == "exception"
+    assert "not a cache this model returned" in report.failure.problem.message
+    assert "in gen_concatenates_caches" in report.failure.frame
+
+
+def test_a_one_dimensional_new_token_gets_the_models_message():
+    report = evaluate(GENERATE, partial(generate_spec, flaw="token_without_time_axis"))
+    assert "next_token[:, None]" in report.failure.problem.message
+
+
+def test_a_global_rng_sampler_fails_the_reproducibility_property():
+    report = evaluate(GENERATE, gen_global_rng)
+    assert report.failure.note == "the same generator seed gives the same tokens"
+    assert "global generator" in report.failure.problem.message
+
+
+def test_a_sampler_that_ignores_top_k_fails_the_top_k_property():
+    report = evaluate(GENERATE, gen_ignores_top_k)
+    assert report.kind == "property" and "top_k=3" in report.failure.problem.message
+
+
+def test_topk_tie_breaking_fails_on_the_designed_tie_only():
+    report = evaluate(BEAM_SEARCH, partial(beam_search_spec, flaw="topk_ties"))
+    assert "designed ties" in report.failure.note
+    assert report.n_passed == len(BEAM_SEARCH.all_cases()) - 3       # the tie cases are last but one and two
+
+
+# =========================================================================== tests: bad input
+
+def _quick(ex, **changes):
+    return dataclasses.replace(ex, **{"timeout": 0.5, **changes})
+
+
+def test_a_raising_generate_shows_the_readers_line():
+    def generate(model, input_ids, max_new_tokens, **kw):
+        logits, _ = model(input_ids)
+        return logits[:, -1].argmax(-1)[5]
+
+    report = evaluate(GENERATE, generate)
+    assert report.kind == "exception" and "IndexError" in report.failure.problem.message
+    assert "argmax(-1)[5]" in report.failure.frame
+
+
+@pytest.mark.parametrize("ret,kind", [(None, "returned-none"), (np.zeros((1, 11), dtype=np.int64), "returned-numpy"),
+                                      ([[3, 1, 4]], "wrong-type")])
+def test_wrong_return_types_are_named(ret, kind):
+    report = evaluate(GENERATE, lambda *a, **k: ret)
+    assert report.kind == kind, str(report)
+
+
+def test_float_tokens_are_refused_by_the_model_with_a_clear_message():
+    def generate(model, input_ids, max_new_tokens, **kw):
+        ids = input_ids.float()
+        for _ in range(max_new_tokens):
+            logits, _ = model(ids)
+            ids = torch.cat([ids, logits[:, -1].softmax(-1).max(-1, keepdim=True).values], 1)
+        return ids.long()
+
+    report = evaluate(GENERATE, generate)
+    assert report.kind == "exception"
+    msg = report.failure.problem.message
+    assert "integer token ids" in msg and "got torch.float32" in msg
+
+
+def test_an_unknown_keyword_is_refused_by_the_model():
+    report = evaluate(GENERATE, lambda model, ids, n, **kw: model(ids, past_key_values=None))
+    assert "has no argument 'past_key_values'" in report.failure.problem.message
+
+
+def test_an_endless_loop_is_stopped():
+    def generate(model, input_ids, max_new_tokens, **kw):
+        while True:
+            model(input_ids)
+
+    start = time.perf_counter()
+    report = evaluate(_quick(GENERATE), generate)
+    assert report.kind == "timeout" and time.perf_counter() - start < 5
+
+
+def test_a_forbidden_call_is_named():
+    report = evaluate(_quick(BEAM_SEARCH, forbidden=("torch.topk",)), partial(beam_search_spec, flaw="topk_ties"))
+    assert report.kind == "forbidden-call" and "torch.topk" in report.failure.problem.message
+
+
+def test_a_beam_search_returning_one_value_is_told_what_was_expected():
+    report = evaluate(BEAM_SEARCH, lambda *a, **k: beam_search_spec(*a, **k)[0])
+    assert report.failure.problem.message == "output is a torch.Tensor; expected a tuple of 2 items"
+
+
+def test_changing_the_prompt_in_place_is_named():
+    def generate(model, input_ids, max_new_tokens, **kw):
+        out = generate_spec(model, input_ids, max_new_tokens, **kw)
+        input_ids[:, 0] = 0
+        return out
+
+    assert evaluate(GENERATE, generate).kind == "mutated-input"
+
+
+def test_not_a_function():
+    assert evaluate(GENERATE, "generate").kind == "wrong-type"
+
+
+def test_not_attempted():
+    def generate(model, input_ids, max_new_tokens, **kw):
+        raise NotImplementedError
+
+    assert evaluate(GENERATE, generate).status == "not attempted"
+
+
+def _verdict(report):
+    f = report.failure
+    return (report.status, None if f is None else (f.case, f.problem.kind, f.problem.message, f.mistake))
+
+
+@pytest.mark.parametrize("ex,impl", [(GENERATE, partial(generate_spec, flaw="refeed")), (GENERATE, generate_loop),
+                                     (BEAM_SEARCH, partial(beam_search_spec, flaw="no_eos"))])
+def test_verdicts_are_identical_when_run_twice(ex, impl):
+    assert _verdict(evaluate(ex, impl)) == _verdict(evaluate(ex, impl))
+
+
+@pytest.mark.parametrize("ex,impl", [(GENERATE, generate_loop), (BEAM_SEARCH, beam_search_tensors)])
+def test_a_check_finishes_within_a_second(ex, impl):
+    evaluate(ex, impl)
+    start = time.perf_counter()
+    report = evaluate(ex, impl)
+    assert report.passed and time.perf_counter() - start < 1.0
+
+
+# =========================================================================== tests: the scripted model
+
+def test_cached_and_uncached_calls_give_the_same_logits_and_are_logged():
+    m = ScriptedLM(V, seed=3)
+    ids = torch.tensor([[1, 2, 3, 4, 5], [5, 4, 3, 2, 1]])
+    full, kvs = m(ids)
+    head, kv = m(ids[:, :3])
+    tail, kv2 = m(ids[:, 3:], kv)
+    assert torch.equal(torch.cat([head, tail], 1), full)
+    assert len(kvs) == 2 and kvs[0][0].shape == (2, 2, 5, 3)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(kvs, kv2))
+    assert [repr(c) for c in m.calls] == ["5 tokens without a cache", "3 tokens without a cache",
+                                          "2 tokens with a cache of 3"]
+    assert full[0, -1].tolist() == pytest.approx(m.next_logits([1, 2, 3, 4, 5]))
+
+
+def test_the_cache_rows_can_be_reordered_as_beam_search_does():
+    m = ScriptedLM(V, seed=3)
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    _, kvs = m(ids)
+    rows = torch.tensor([1, 1, 0])
+    logits, _ = m(torch.tensor([[7], [8], [9]]), [(k[rows], v[rows]) for k, v in kvs])
+    assert logits[1, 0].tolist() == pytest.approx(m.next_logits([4, 5, 6, 8]))
+
+
+@pytest.mark.parametrize("ids,past,words", [
+    ([[1, 2]], None, "must be a torch.Tensor"),
+    (torch.tensor([1, 2]), None, "next_token[:, None]"),
+    (torch.tensor([[1.0, 2.0]]), None, "integer token ids"),
+    (torch.tensor([[1, 11]]), None, "outside the vocabulary"),
+    (torch.zeros(1, 0, dtype=torch.long), None, "no token"),
+    (torch.tensor([[1]]), "tensor", "a list with one (k, v) per layer"),
+    (torch.tensor([[1], [2]]), "one row", "for input_ids with 2 row(s)"),
+    (torch.tensor([[1]]), "doubled", "not a cache this model returned"),
+])
+def test_misuse_gets_a_clear_message(ids, past, words):
+    m = ScriptedLM(V)
+    _, kvs = m(torch.tensor([[3, 4]]))
+    past = {None: None, "tensor": kvs[0][0], "one row": kvs,
+            "doubled": [(torch.cat([k, k], 2), torch.cat([v, v], 2)) for k, v in kvs]}[past]
+    with pytest.raises((TypeError, ValueError)) as err:
+        m(ids, past)
+    assert words in str(err.value)
+
+
+def test_eos_placements_follow_the_declaration():
+    m = ScriptedLM(V, seed=3, eos_token_id=EOS, eos_bias=-8.0, eos_after={(4, 1): 2})
+    assert max(range(V), key=m.next_logits([4, 1, 0]).__getitem__) == EOS
+    assert max(range(V), key=m.next_logits([4, 1, 7]).__getitem__) == EOS
+    assert max(range(V), key=m.next_logits([4, 1]).__getitem__) != EOS
+    assert max(range(V), key=m.next_logits([4, 1, 0, 5]).__getitem__) != EOS
+
+
+def test_the_generate_cases_cover_what_they_claim():
+    outs = [GENERATE.expected(i) for i in range(len(GENERATE.all_cases()))]
+    cases = [c.make() for c in GENERATE.all_cases()]
+    notes = [c.note for c in GENERATE.all_cases()]
+
+    def finish_steps(i):
+        (_, prompt, n), kw = cases[i]
+        new = outs[i].parts[0][1][:, prompt.shape[1]:]
+        eos = kw["eos_token_id"]
+        return [int((row == eos).nonzero()[0]) + 1 if (row == eos).any() else None for row in new]
+
+    assert finish_steps(notes.index("rows that finish at different steps (row 2 never)")) == [2, 5, None]
+    assert finish_steps(notes.index("every row finishes before max_new_tokens")) == [1, 3]
+    assert finish_steps(notes.index("eos_token_id=0"))[0] == 3
+    assert any(not kw.get("use_cache", True) for _, kw in cases)
+    # the sampling cases give the greedy tokens
+    for i in (notes.index("temperature 0.8 with top_k=1 is greedy"), len(notes) - 1):
+        (m, prompt, n), kw = cases[i]
+        greedy = generate_spec(m, prompt, n, eos_token_id=kw.get("eos_token_id"))
+        assert torch.equal(outs[i].parts[0][1], greedy)
+
+
+def test_allowed_tokens_follow_top_k_and_top_p():
+    logits = [2.0, 1.0, 0.0, -1.0, 0.5]
+    assert allowed_tokens(logits, 1.0, 2, None)[0] == {0, 1}
+    p = torch.tensor(logits).softmax(-1)             # 0.56, 0.21, 0.08, 0.03, 0.13 (rounded)
+    assert allowed_tokens(logits, 1.0, None, float(p[0]) - 0.01)[0] == {0}
+    assert allowed_tokens(logits, 1.0, None, float(p[0]) + 0.01)[0] == {0, 1}
+    assert allowed_tokens(logits, 1.0, None, 1.0)[0] == {0, 1, 2, 3, 4}
+
+
+# =========================================================================== tests: the beam search oracle
+
+def test_the_beam_cases_exercise_every_rule():
+    """Each rule of the contract decides the result of some case: finished hypotheses win some cases and live
+    beams others, some search stops early, and eos candidates outside the num_beams best occur."""
+    winners, early = [], []
+    for case in BEAM_SEARCH.all_cases():
+        (model, prompt, num_beams, n), kw = case.make()
+        tokens, _ = beam_search_spec(model, prompt, num_beams, n, **kw)
+        winners.append("finished" if kw.get("eos_token_id") is not None and tokens[0, -1] == BEOS else "live")
+        early.append(tokens.shape[1] - prompt.shape[1] < n)
+    assert "finished" in winners and "live" in winners and any(early)
+
+
+def _logs(*p):
+    return [math.log(x) for x in p]
+
+
+def test_beam_search_spec_on_a_tree_traced_by_hand():
+    """V=3, eos=2, num_beams=2, two steps; the logits are log-probabilities, so scores are sums of logs.
+
+    step 1 after (0,): 0 -> .5, 1 -> .3, eos -> .2: eos ranks 3rd, outside the 2 best, so it does not finish;
+    live (0,0) and (0,1). step 2: (0,0,eos) = .4 ranks 1st and finishes with log(.4) / 2; (0,1,0) = .18 and
+    (0,1,1) = .06 are live; (0,1,eos) = .06 ranks 4th. Fewer than 2 finished after max_new_tokens, so the live
+    beams are scored log(.18) / 2 and log(.06) / 2, and the finished hypothesis wins.
+    """
+    script = {(0,): _logs(.5, .3, .2), (0, 0): _logs(.1, .1, .8), (0, 1): _logs(.6, .2, .2)}
+    model = ScriptedLM(3, eos_token_id=2, script=script)
+    tokens, score = beam_search_spec(model, torch.tensor([[0]]), 2, 2, eos_token_id=2)
+    assert tokens.tolist() == [[0, 0, 2]] and score == pytest.approx(math.log(.4) / 2, rel=1e-6)
+    tokens, score = beam_search_spec(model, torch.tensor([[0]]), 2, 2, eos_token_id=2, length_penalty=0.0)
+    assert tokens.tolist() == [[0, 0, 2]] and score == pytest.approx(math.log(.4), rel=1e-6)
+    # without eos_token_id, token 2 is ordinary: the same path wins as a live beam
+    tokens, score = beam_search_spec(model, torch.tensor([[0]]), 2, 2)
+    assert tokens.tolist() == [[0, 0, 2]] and score == pytest.approx(math.log(.4) / 2, rel=1e-6)
+    # num_beams=1: one finished hypothesis ends the search at step 2, although max_new_tokens is 5
+    tokens, score = beam_search_spec(model, torch.tensor([[0]]), 1, 5, eos_token_id=2)
+    assert tokens.tolist() == [[0, 0, 2]] and score == pytest.approx(math.log(.4) / 2, rel=1e-6)
+    assert len(model.calls) == 3 + 3 + 3 + 2      # one call per live beam per step, in the four searches
+
+
+def test_a_token_tied_with_eos_ranks_first():
+    """After (0,): 0 -> .6, and 1 and eos tie at .2: token 1 is earlier, so it takes the 2nd live slot and eos
+    (3rd) does not finish. Step 2, after (0,0) -> .4 / .3 / .3: (0,0,0) = .24, then (0,0,1) and (0,0,eos) tie at
+    .18: again the token goes first, eos is 3rd. Nothing finishes; the best live beam (0,0,0) wins, log(.24) / 2.
+    Breaking the ties the other way finishes (0,eos) and (0,0,eos) and returns (0,0,eos) with log(.18) / 2."""
+    script = {(0,): _logs(.6, .2, .2), (0, 0): _logs(.4, .3, .3), (0, 1): _logs(.4, .3, .3)}
+    model = ScriptedLM(3, eos_token_id=2, script=script)
+    assert model.next_logits((0,))[1] == model.next_logits((0,))[2]
+    tokens, score = beam_search_spec(model, torch.tensor([[0]]), 2, 2, eos_token_id=2)
+    assert tokens.tolist() == [[0, 0, 0]] and score == pytest.approx(math.log(.24) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("ex", [GENERATE, BEAM_SEARCH], ids=lambda e: e.name)
+def test_the_references_outcomes_are_deterministic(ex):
+    first = [ex.outcome(ex.oracle, c, None) for c in ex.all_cases()]
+    again = [ex.outcome(ex.oracle, c, None) for c in ex.all_cases()]
+    for a, b in zip(first, again):
+        assert a.error is None and same([v for _, v in a.parts], [v for _, v in b.parts], rtol=0, atol=0)
+
+
+def test_the_first_check_in_a_fresh_process_finishes_within_a_second():
+    code = ("import sys, time; sys.path[:0] = ['tests', '.']; import test_kind_driving as T; "
+            "from utils.grader.core import evaluate; t = time.perf_counter(); "
+            "r = evaluate(T.GENERATE, T.generate_loop); print(r.passed, time.perf_counter() - t)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    passed, seconds = out.stdout.split()[-2:]
+    assert passed == "True" and float(seconds) < 1.0, out.stdout + out.stderr
