@@ -243,7 +243,7 @@ def test_progress_table_lists_every_exercise():
     assert [r[0] for r in table.rows] == list_exercises()
     assert dict((r[0], r[2]) for r in table.rows)["softmax"] == "passed"
     assert f"1 of {len(list_exercises())} exercises passed" in table.summary()
-    assert "softmax" in str(table) and "<table>" in table._repr_html_()
+    assert "softmax" in str(table) and "<table" in table._repr_html_()
 
 
 def test_list_exercises_follows_the_table_of_contents():
@@ -491,3 +491,42 @@ def test_a_report_never_shows_expected_x_got_x():
 def test_check_returns_its_report():
     report = check("softmax", good_softmax)
     assert report.passed and report.status == "passed" and report.name == "softmax"
+
+
+def test_progress_keeps_the_best_result_beside_the_latest_and_groups_by_part():
+    from utils import progress
+
+    def broken(x, dim=-1):
+        return torch.exp(x) / torch.exp(x).sum(dim, keepdim=True)
+
+    check("softmax", good_softmax)
+    with pytest.raises(CheckFailed):
+        check("softmax", broken)                 # experimenting after passing
+    table = progress(show=False)
+    row = next(r for r in table.rows if r[0] == "softmax")
+    assert row[2] == "passed" and row[3] == "failed"          # best, latest
+    text = str(table)
+    assert text.splitlines()[0] == table.summary()            # the summary comes first
+    assert "Part 1: foundations  (1 of" in text
+    parts = [part for part, _ in table.parts()]
+    assert parts[0].startswith("Part 1") and parts == sorted(set(parts), key=parts.index)
+    html_ = table._repr_html_()
+    assert html_.index(table.summary()) < html_.index("<details")
+    assert html_.count("<details") == len(parts)
+
+
+def test_reading_order_does_not_need_the_book_beside_the_package(monkeypatch):
+    import utils.grader.registry as registry
+    from utils.book_order import PARTS
+    with_book = registry.reading_order()
+    monkeypatch.setattr(registry, "Path", lambda *_: __import__("pathlib").Path("/nonexistent/x/y/z"))
+    assert registry.reading_order() == with_book == [c for _, cs in PARTS for c in cs]
+    assert registry.list_exercises()[:2] == ["softmax", "log_softmax"]
+
+
+def test_html_report_is_left_aligned_and_sets_code_as_code():
+    report = run("softmax", lambda x, dim=-1: torch.exp(x) / torch.exp(x).sum(dim, keepdim=True))
+    html_ = report._repr_html_()
+    assert "text-align:left" in html_ and "<code>dim</code>" in html_ and "`dim`" not in html_
+    assert "`dim`" in str(report)                             # the plain text keeps its backticks
+    assert "word-break:normal" in html_

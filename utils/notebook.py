@@ -289,6 +289,19 @@ def intro_text(root: Path = ROOT) -> str:
     return f"{head}{MAP_BEGIN}\n{chapter_map(root)}\n{MAP_END}{tail}"
 
 
+ORDER_FILE = Path("utils") / "book_order.py"
+
+
+def book_order_text(root: Path = ROOT) -> str:
+    """utils/book_order.py: the parts and chapters of _toc.yml in reading order, shipped with the package."""
+    from .grader.registry import book_parts
+    body = "\n".join(f"    ({caption!r}, (\n" + "".join(f"        {c!r},\n" for c in chapters_) + "    )),"
+                     for caption, chapters_ in book_parts())
+    return ('"""The book\'s parts and chapters in reading order, for a package installed without the book beside '
+            'it.\n\nGenerated from _toc.yml by `make generate`; do not edit."""\n\n'
+            f"PARTS = (\n{body}\n)\n")
+
+
 def chapters(root: Path = ROOT) -> list[Path]:
     return sorted((root / "chapters").glob("*/*.ipynb"))
 
@@ -308,6 +321,8 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
         files[root / "solutions" / rel] = _dump(solution_notebook(nb, rel, root))
     if (root / "intro.md").exists():
         files[root / "intro.md"] = intro_text(root)
+    if (root / "_toc.yml").exists():
+        files[root / ORDER_FILE] = book_order_text(root)
     return files
 
 

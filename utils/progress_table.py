@@ -1,19 +1,23 @@
-"""The table of the reader's progress: every exercise of the book, in reading order, with its status."""
+"""The table of the reader's progress: a summary first, then every exercise of the book by part, in reading
+order, with its best result beside the latest."""
 
 from __future__ import annotations
 
 import html
 
-from .grader.registry import EXERCISES, list_exercises
+from .grader.registry import EXERCISES, list_exercises, part_of
 from .grader.result import show as display
 from .tracking import load
 
+COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "not attempted": "#6e7781"}
+
 
 class Progress:
-    """A table of every exercise of the book with its status; HTML in Jupyter, text elsewhere."""
+    """Every exercise with its best and latest result; HTML in Jupyter (a collapsible section per part), text
+    elsewhere. rows: [(exercise, chapter, best, latest, last checked)]."""
 
     def __init__(self, rows):
-        self.rows = rows  # [(exercise, chapter, status, time)]
+        self.rows = rows
 
     def summary(self) -> str:
         n = len(self.rows)
@@ -21,31 +25,53 @@ class Progress:
         return (f"{count['passed']} of {n} exercises passed, {count['failed']} failing, "
                 f"{count['not attempted']} not attempted")
 
+    def parts(self) -> list[tuple[str, list]]:
+        groups: dict = {}
+        for row in self.rows:
+            groups.setdefault(part_of(row[1]), []).append(row)
+        return list(groups.items())
+
     def __str__(self) -> str:
         w = max([len(r[0]) for r in self.rows] + [8])
         c = max([len(r[1]) for r in self.rows] + [7])
-        out = [f"{'exercise':<{w}}  {'chapter':<{c}}  {'status':<13}  last checked"]
-        out += [f"{e:<{w}}  {ch:<{c}}  {s:<13}  {t}" for e, ch, s, t in self.rows]
-        return "\n".join(out + ["", self.summary()])
+        out = [self.summary(), ""]
+        for part, rows in self.parts():
+            passed = sum(r[2] == "passed" for r in rows)
+            out.append(f"{part}  ({passed} of {len(rows)} passed)")
+            out.append(f"  {'exercise':<{w}}  {'chapter':<{c}}  {'best':<13}  {'latest':<13}  last checked")
+            out += [f"  {e:<{w}}  {ch:<{c}}  {b:<13}  {s:<13}  {t}" for e, ch, b, s, t in rows]
+            out.append("")
+        return "\n".join(out).rstrip()
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
-        colour = {"passed": "#1a7f37", "failed": "#cf222e", "not attempted": "#6e7781"}
-        body = "".join(
-            f"<tr><td><code>{html.escape(e)}</code></td><td>{html.escape(ch)}</td>"
-            f"<td style='color:{colour[s]}'>{s}</td><td>{t}</td></tr>" for e, ch, s, t in self.rows)
-        return (f"<table><thead><tr><th>exercise</th><th>chapter</th><th>status</th><th>last checked</th>"
-                f"</tr></thead><tbody>{body}</tbody></table><p>{html.escape(self.summary())}</p>")
+        cell = "text-align:left;padding:2px 12px 2px 0"
+        sections = []
+        for part, rows in self.parts():
+            passed = sum(r[2] == "passed" for r in rows)
+            body = "".join(
+                f"<tr><td style='{cell}'><code>{html.escape(e)}</code></td><td style='{cell}'>{html.escape(ch)}</td>"
+                f"<td style='{cell};color:{COLOUR[b]};font-weight:600'>{b}</td>"
+                f"<td style='{cell};color:{COLOUR[s]}'>{s}</td><td style='{cell}'>{t}</td></tr>"
+                for e, ch, b, s, t in rows)
+            head = "".join(f"<th style='{cell}'>{h}</th>" for h in ("exercise", "chapter", "best", "latest",
+                                                                     "last checked"))
+            sections.append(f"<details{' open' if passed < len(rows) else ''}><summary>{html.escape(part)} "
+                            f"({passed} of {len(rows)} passed)</summary><table style='margin:4px 0 8px 0'>"
+                            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")
+        return (f"<div class='hwllm-progress' style='text-align:left'><p><b>{html.escape(self.summary())}</b></p>"
+                + "".join(sections) + "</div>")
 
 
 def progress(show: bool = True) -> Progress:
-    """Show (and return) the status of every exercise in the book."""
+    """Show (and return) the best and latest result of every exercise in the book."""
     seen = load()["exercises"]
     rows = []
     for name in list_exercises():
         entry = seen.get(name, {})
-        rows.append((name, EXERCISES[name].chapter, entry.get("status", "not attempted"), entry.get("time", "")))
+        latest = entry.get("status", "not attempted")
+        rows.append((name, EXERCISES[name].chapter, entry.get("best", latest), latest, entry.get("time", "")))
     table = Progress(rows)
     if show:
         display(table)

@@ -58,16 +58,23 @@ def save(data: dict) -> None:
         raise
 
 
+RANK = {"not attempted": 0, "failed": 1, "passed": 2}
+
+
 def record(report) -> None:
-    """Remember the latest result of an exercise. Never raises: progress must not break a check."""
+    """Remember the latest result of an exercise and the best one so far (passing, then experimenting and
+    failing, still reads "passed" as the best). Never raises: progress must not break a check."""
     if os.environ.get("HWLLM_NO_PROGRESS") == "1":
         return
     try:
         data = load()
         entry = data["exercises"].get(report.name, {})
-        entry.update(status=report.status, time=time.strftime("%Y-%m-%d %H:%M:%S"),
+        status = str(report.status)
+        entry.update(status=status, time=time.strftime("%Y-%m-%d %H:%M:%S"),
                      cases=f"{report.n_passed}/{report.n_cases}")
-        if report.status == "passed":
+        if RANK.get(status, 0) >= RANK.get(entry.get("best", "not attempted"), 0):
+            entry["best"] = status
+        if status == "passed":
             entry["first_passed"] = entry.get("first_passed", entry["time"])
         data["exercises"][report.name] = entry
         save(data)

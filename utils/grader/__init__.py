@@ -31,8 +31,12 @@ def run(name: str, impl) -> Report:
 
 
 def _short_traceback(shell, etype, value, tb, tb_offset=None):
-    """A failed check is explained by the report above it: show one line, not the grader's frames."""
-    stb = [f"\x1b[31m{etype.__name__}\x1b[39m: {value}"]
+    """A failed check is explained by the report above it: show its gist, not the grader's frames, wrapped at
+    spaces (notebook front ends break long error lines anywhere, even inside a word)."""
+    import textwrap
+    text = textwrap.fill(f"{etype.__name__}: {value}", width=100, subsequent_indent="    ",
+                         break_long_words=False, break_on_hyphens=False)
+    stb = ["\x1b[31m" + text.replace(": ", ":\x1b[39m ", 1)]
     shell._showtraceback(etype, value, stb)
     return stb
 

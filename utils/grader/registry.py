@@ -33,28 +33,32 @@ def _load():
             importlib.import_module(f"{package.__name__}.{topic.name}")
 
 
-def reading_order() -> list[str]:
-    """Chapters ('foundations/softmax') in the order of _toc.yml; empty when the book is not beside us."""
+def book_parts() -> tuple:
+    """((caption, (chapter, ...)), ...) from _toc.yml when the book is beside the package; otherwise from
+    utils/book_order.py, which `make generate` writes from _toc.yml and which ships with the package (Colab
+    installs utils alone: the progress table must still follow the book, not the alphabet)."""
     toc = Path(__file__).resolve().parents[2] / "_toc.yml"
-    if not toc.exists():
-        return []
-    import yaml
+    if toc.exists():
+        import yaml
+        parts = yaml.safe_load(toc.read_text(encoding="utf-8")).get("parts", [])
+        return tuple((p.get("caption", ""), tuple(e["file"].removeprefix("chapters/") for e in p.get("chapters", [])
+                                                   if e.get("file", "").startswith("chapters/")))
+                     for p in parts)
+    try:
+        from ..book_order import PARTS
+    except ImportError:
+        return ()
+    return PARTS
 
-    order = []
 
-    def walk(node):
-        if isinstance(node, dict):
-            f = node.get("file")
-            if isinstance(f, str) and f.startswith("chapters/"):
-                order.append(f[len("chapters/"):].removesuffix(".ipynb"))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
+def reading_order() -> list[str]:
+    """Chapters ('foundations/softmax') in reading order."""
+    return [c for _, chapters in book_parts() for c in chapters]
 
-    walk(yaml.safe_load(toc.read_text(encoding="utf-8")))
-    return order
+
+def part_of(chapter: str) -> str:
+    """The caption of the part that holds `chapter` ('Part 1: foundations'), or its folder name."""
+    return next((caption for caption, chapters in book_parts() if chapter in chapters), chapter.split("/")[0])
 
 
 def list_exercises() -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -157,18 +158,32 @@ def as_text(report: Report) -> str:
     return "\n".join(out)
 
 
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def rich(text: str) -> str:
+    """Plain report text as HTML: escaped, `backticked` spans set as code, long words allowed to wrap."""
+    return _CODE.sub(r"<code>\1</code>", html.escape(text))
+
+
+# Left-aligned whatever the notebook's table style (JupyterLab right-aligns and centres table cells); text wraps
+# at spaces, and only a word longer than the line (a long call description) breaks inside.
+_CELL = "text-align:left;vertical-align:top;padding:2px 10px 2px 0;border:none;background:none"
+_TEXT = "white-space:pre-wrap;word-break:normal;overflow-wrap:anywhere"
+
+
 def as_html(report: Report) -> str:
     sig, mark = _headline(report)
     colour = _COLOURS[report.status]
     body = "".join(
-        f"<tr><td style='padding:2px 10px 2px 0;color:#57606a;white-space:nowrap;vertical-align:top'>"
-        f"{html.escape(label)}</td><td style='padding:2px 0'><code style='white-space:pre-wrap'>"
-        f"{html.escape(text)}</code></td></tr>"
+        f"<tr><th scope='row' style='{_CELL};color:#57606a;font-weight:normal;white-space:nowrap'>"
+        f"{html.escape(label)}</th><td style='{_CELL};{_TEXT}'>{rich(text)}</td></tr>"
         for label, text in lines(report))
-    return (f"<div class='hwllm-report' style='border-left:4px solid {colour};padding:6px 12px;margin:4px 0'>"
+    return (f"<div class='hwllm-report' style='border-left:4px solid {colour};padding:6px 12px;margin:4px 0;"
+            f"text-align:left;max-width:100%;overflow-x:auto'>"
             f"<div><b><code>{html.escape(sig)}</code></b> "
             f"<span style='color:{colour};font-weight:600'>{html.escape(mark)}</span></div>"
-            f"<table style='border:none;margin-top:4px'>{body}</table></div>")
+            f"<table style='border:none;margin:4px 0 0 0;border-collapse:collapse'>{body}</table></div>")
 
 
 def in_notebook() -> bool:

@@ -158,6 +158,8 @@ class _Watchdog:
 
 
 _WATCHDOG = _Watchdog()
+if hasattr(os, "register_at_fork"):     # a forked child (the distributed kind's ranks) starts with a fresh watchdog
+    os.register_at_fork(after_in_child=_WATCHDOG.__init__)
 
 
 @contextmanager

@@ -1,0 +1,33 @@
+"""The book's parts and chapters in reading order, for a package installed without the book beside it.
+
+Generated from _toc.yml by `make generate`; do not edit."""
+
+PARTS = (
+    ('Part 1: foundations', (
+        'foundations/softmax',
+        'foundations/losses',
+        'foundations/activations',
+        'foundations/optimizers',
+    )),
+    ('Part 2: normalization', (
+        'normalization/batch_norm',
+        'normalization/layer_norm',
+    )),
+    ('Part 3: attention', (
+        'attention/scaled_dot_product_attention',
+        'attention/multi_head_attention',
+        'attention/grouped_query_attention',
+        'attention/flash_attention',
+    )),
+    ('Part 4: positions', (
+        'positions/absolute_positions',
+        'positions/relative_positions',
+        'positions/rope',
+    )),
+    ('Part 6: scale math', (
+        'scale/parameter_count',
+        'scale/flops',
+        'scale/training_memory',
+        'scale/inference_memory',
+    )),
+)
