@@ -530,3 +530,23 @@ def test_html_report_is_left_aligned_and_sets_code_as_code():
     assert "text-align:left" in html_ and "<code>dim</code>" in html_ and "`dim`" not in html_
     assert "`dim`" in str(report)                             # the plain text keeps its backticks
     assert "word-break:normal" in html_
+
+
+def test_time_limits_share_one_watchdog_thread():
+    import threading
+
+    from utils.grader.sandbox import TimeLimitExceeded, time_limit
+    with time_limit(5):
+        pass
+    before = threading.active_count()
+    for _ in range(200):                     # an optimizer check makes hundreds of guarded calls
+        with time_limit(5):
+            pass
+    assert threading.active_count() == before
+    with pytest.raises(TimeLimitExceeded):   # and the one watchdog still stops a loop
+        with time_limit(0.2):
+            while True:
+                pass
+    with time_limit(0.05):                   # a limit that ends first is never delivered afterwards
+        pass
+    time.sleep(0.15)
