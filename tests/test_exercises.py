@@ -1,11 +1,10 @@
 """Every registered exercise, generically: the book's solution passes, every mistake is rejected with its
 own diagnosis, the exercise notebook's stub is 'not attempted', and nothing is registered half-done."""
 
-import html
-
 import pytest
 
 from utils.grader import get, list_exercises, run
+from utils.grader.result import rich
 from utils.notebook import ROOT
 
 NAMES = list_exercises()
@@ -28,7 +27,7 @@ def test_mistake_is_rejected_and_diagnosed(name, mistake):
     assert report.failure.mistake == mistake.name, (
         f"mistake {mistake.name!r} was diagnosed as {report.failure.mistake!r}:\n{report}")
     assert report.diagnosis == mistake.message
-    assert mistake.message in str(report) and html.escape(mistake.message) in report._repr_html_()
+    assert mistake.message in str(report) and rich(mistake.message) in report._repr_html_()
 
 
 @pytest.mark.parametrize("name", NAMES)

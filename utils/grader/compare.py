@@ -1,8 +1,20 @@
-"""Compare what the reader returned with what was expected, and say exactly how they differ."""
+"""Compare what the reader returned with what was expected, and say exactly how they differ.
+
+    compare(exp, got, where, tol)   the first difference, as a Problem naming its place: output[3][1], vocab[257]
+    same(a, b)                      loose equality, to match a reader's result with a known mistake's
+    tensor_form(exp, got, where)    only the form of a tensor: type, shape, dtype, device
+    Verdict                         a part that is a check of its own (arguments left unchanged, draws reproducible)
+
+`tol` maps each torch dtype to (rtol, atol); plain Python results read two more keys: `float` (rtol, atol) for
+Python floats (default: the float64 entry) and "sequences": "exact" when list and tuple must be what the
+contract says (default: either is accepted, as a tuple of tensors may come back as a list).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -16,16 +28,67 @@ TOLERANCE = {
     torch.float64: (1e-9, 1e-12),
 }
 
+FEW = 5          # keys or items a message lists before "... (n more)"
+CONTEXT = 12     # characters (or bytes) of context either side of the first difference in text
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A labelled part that is a check rather than a value. The oracle's part is `Verdict()` (the check holds);
+    the target's carries the problem's `kind` and `message` when it does not. Two verdicts are the same
+    behaviour (for `same`, when a mistake is matched) when their kind and `key` agree: the message may quote
+    numbers of one particular draw."""
+
+    kind: str = ""
+    message: str = field(default="", compare=False)
+    key: Any = None
+
+    @property
+    def holds(self) -> bool:
+        return not self.kind
+
 
 def _typename(v) -> str:
     t = type(v)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__name__}"
 
 
+def _a(name: str) -> str:
+    return ("an " if name[:1] in "aeiou" else "a ") + name
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return repr(v)
+
+
+def _short(v, width: int = 40) -> str:
+    r = _fmt(v)
+    return r if len(r) <= width else r[:width - 3] + "..."
+
+
+def _n(count: int, unit: str) -> str:
+    """'1 character', '3 characters', '1,024 bytes'."""
+    return f"{count:,} {unit}" + ("" if count == 1 else "s")
+
+
+def _few(keys) -> str:
+    try:
+        keys = sorted(keys)
+    except TypeError:
+        keys = sorted(keys, key=repr)
+    shown = ", ".join(_short(k) for k in keys[:FEW])
+    return shown + (f", ... ({len(keys) - FEW} more)" if len(keys) > FEW else "")
+
+
+def unravel(i: int, shape) -> tuple:
+    """The index of flat position i in `shape` (torch.unravel_index imports sympy: a second, the first time)."""
+    idx = []
+    for n in reversed(tuple(shape)):
+        i, j = divmod(i, n)
+        idx.append(j)
+    return tuple(reversed(idx))
 
 
 def _value_rows(exp: torch.Tensor, got: torch.Tensor, bad: torch.Tensor, k: int = 4):
@@ -38,12 +101,13 @@ def _value_rows(exp: torch.Tensor, got: torch.Tensor, bad: torch.Tensor, k: int 
     for i in order.tolist():
         if not bad.flatten()[i]:
             break
-        idx = tuple(int(j) for j in torch.unravel_index(torch.tensor(i), exp.shape)) if exp.dim() else ()
+        idx = unravel(i, exp.shape)
         rows.append((idx, exp.flatten()[i].item(), got.flatten()[i].item()))
     return rows
 
 
-def compare_tensors(exp: torch.Tensor, got, where: str, tol=None) -> Problem | None:
+def tensor_form(exp: torch.Tensor, got, where: str = "output") -> Problem | None:
+    """What is wrong with the form of `got` (None, numpy, not a tensor, shape, dtype, device), values aside."""
     if got is None:
         return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
     if not isinstance(got, torch.Tensor):
@@ -57,11 +121,19 @@ def compare_tensors(exp: torch.Tensor, got, where: str, tol=None) -> Problem | N
         return Problem("wrong-shape",
                        f"{where} has shape {tuple(got.shape)}; expected {tuple(exp.shape)}", where)
     if got.dtype != exp.dtype:
-        return Problem("wrong-dtype",
-                       f"{where} has dtype {got.dtype}; expected {exp.dtype} "
-                       "(keep the input's dtype: don't hard-code float32 or call .float()/.double())", where)
+        fix = ("keep the input's dtype: don't hard-code float32 or call .float()/.double()"
+               if exp.is_floating_point() else "indices are torch.int64: .long()" if exp.dtype == torch.int64
+               else f"return {exp.dtype}")
+        return Problem("wrong-dtype", f"{where} has dtype {got.dtype}; expected {exp.dtype} ({fix})", where)
     if got.device != exp.device:
         return Problem("wrong-device", f"{where} is on {got.device}; expected {exp.device}", where)
+    return None
+
+
+def compare_tensors(exp: torch.Tensor, got, where: str, tol=None) -> Problem | None:
+    p = tensor_form(exp, got, where)
+    if p:
+        return p
     got_d, exp_d = got.detach(), exp.detach()
     if not exp_d.is_floating_point() and not exp_d.is_complex():
         bad = got_d != exp_d
@@ -90,37 +162,129 @@ def compare_tensors(exp: torch.Tensor, got, where: str, tol=None) -> Problem | N
                    max_rel=float(rel.max()) if rel.numel() else math.inf, tolerance=(rtol, atol))
 
 
+# --------------------------------------------------------------------------- plain values
+
+def _exact_sequences(tol) -> bool:
+    return bool(tol) and tol.get("sequences") == "exact"
+
+
+def _escaped(s) -> str:
+    """Text as a literal a reader can read: non-printable characters escaped, CJK and accents kept."""
+    if isinstance(s, (bytes, bytearray)):
+        return repr(bytes(s))[2:-1]
+    return "".join(c if c.isprintable() and c not in "\\'" else
+                   ("\\" + c if c in "\\'" else repr(c)[1:-1]) for c in s)
+
+
+def _window(s, i: int) -> str:
+    """s around index i, the unit at i marked: '…机器学习⟨是⟩人工智能…'."""
+    lo, hi = max(0, i - CONTEXT), min(len(s), i + 1 + CONTEXT)
+    quote = "b'" if isinstance(s, (bytes, bytearray)) else "'"
+    mark = f"⟨{_escaped(s[i:i + 1])}⟩" if i < len(s) else "⟨end⟩"
+    return (quote + ("…" if lo > 0 else "") + _escaped(s[lo:i]) + mark + _escaped(s[i + 1:hi])
+            + ("…" if hi < len(s) else "") + "'")
+
+
+def compare_text(exp, got, where: str, tol=None) -> Problem | None:
+    """str or bytes: the first differing position, with a window of context either side."""
+    if got is None:
+        return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
+    text = isinstance(exp, str)
+    fits = isinstance(got, str) if text else (
+        type(got) is bytes or (isinstance(got, (bytes, bytearray)) and not _exact_sequences(tol)))
+    if not fits:
+        fix = (" (decode the bytes: b.decode('utf-8'))" if text and isinstance(got, (bytes, bytearray)) else
+               " (encode the text: s.encode('utf-8'))" if not text and isinstance(got, str) else "")
+        return Problem("wrong-type", f"{where} is {_a(_typename(got))}; expected {'a str' if text else 'bytes'}{fix}",
+                       where)
+    if got == exp:
+        return None
+    unit = "character" if text else "byte"
+    i = next((j for j, (a, b) in enumerate(zip(exp, got)) if a != b), min(len(exp), len(got)))
+    sizes = f" ({_n(len(got), unit)}; expected {len(exp):,})" if len(got) != len(exp) else ""
+    if i < len(exp) and i < len(got):
+        msg = f"{where} differs at index {i:,}{sizes}: expected {_window(exp, i)}, got {_window(got, i)}"
+        return Problem("wrong-value", msg, where, rows=[((i,), exp[i:i + 1], got[i:i + 1])])
+    if i == len(got):
+        msg = f"{where} stops at index {i:,}, {_n(len(exp) - i, unit)} short: it should go on with {_window(exp, i)}"
+    else:
+        msg = f"{where} has {_n(len(got) - i, 'extra ' + unit)} from index {i:,}: {_window(got, i)}"
+    return Problem("wrong-length", msg, where)
+
+
+def _sequence(exp, got, where: str, tol) -> Problem | None:
+    if got is None:
+        return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
+    kind = _typename(exp)
+    if not isinstance(got, (tuple, list)):
+        return Problem("wrong-type", f"{where} is {_a(_typename(got))}; expected {_a(kind)} of {_n(len(exp), 'item')}",
+                       where)
+    if _exact_sequences(tol) and not isinstance(got, type(exp)):
+        return Problem("wrong-type", f"{where} is {_a(_typename(got))}; expected {_a(kind)}", where)
+    first = None
+    for i, (e, g) in enumerate(zip(exp, got)):
+        first = compare(e, g, f"{where}[{i}]", tol)
+        if first:
+            break
+    if len(got) == len(exp):
+        return first
+    m = min(len(got), len(exp))
+    msg = f"{where} has {_n(len(got), 'item')}; expected {len(exp):,}"
+    if first:
+        msg += f"; the first difference: {first.message}"
+    elif len(got) < len(exp):
+        msg += f": the first {m:,} agree, then {where}[{m}] = {_short(exp[m])} is missing"
+    else:
+        msg += f": the first {m:,} agree, then come extra items from {where}[{m}] = {_short(got[m])}"
+    return Problem("wrong-length", msg, where)
+
+
+def _mapping(exp, got, where: str, tol) -> Problem | None:
+    if got is None:
+        return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
+    if not isinstance(got, dict):
+        return Problem("wrong-type", f"{where} is {_a(_typename(got))}; expected a dict", where)
+    first = None
+    for k in exp:
+        if k in got:
+            first = compare(exp[k], got[k], f"{where}[{k!r}]", tol)
+            if first:
+                break
+    missing = [k for k in exp if k not in got]
+    extra = [k for k in got if k not in exp]
+    if not (missing or extra):
+        return first
+    said = []
+    if missing:
+        said.append(f"is missing {_n(len(missing), 'key')}: {_few(missing)}")
+    if extra:
+        said.append(f"has {_n(len(extra), 'unexpected key')}: {_few(extra)}")
+    msg = f"{where} " + " and ".join(said)
+    if first:
+        msg += f"; of the keys it shares, {first.where} differs first"
+    return Problem("wrong-keys", msg, where)
+
+
 def compare(exp, got, where: str = "output", tol=None) -> Problem | None:
-    """First difference between an expected and a returned value, recursing into tuples and dicts."""
+    """First difference between an expected and a returned value, recursing into tuples, lists and dicts."""
+    if isinstance(exp, Verdict):
+        if isinstance(got, Verdict):
+            return None if got.holds else Problem(got.kind, got.message, where)
     if isinstance(exp, torch.Tensor):
         return compare_tensors(exp, got, where, tol)
     if isinstance(exp, (tuple, list)):
-        if got is None:
-            return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
-        if not isinstance(got, (tuple, list)):
-            return Problem("wrong-type", f"{where} is a {_typename(got)}; expected a tuple of {len(exp)}", where)
-        if len(got) != len(exp):
-            return Problem("wrong-length", f"{where} has {len(got)} items; expected {len(exp)}", where)
-        for i, (e, g) in enumerate(zip(exp, got)):
-            p = compare(e, g, f"{where}[{i}]", tol)
-            if p:
-                return p
-        return None
+        return _sequence(exp, got, where, tol)
     if isinstance(exp, dict):
-        if not isinstance(got, dict):
-            return Problem("wrong-type", f"{where} is a {_typename(got)}; expected a dict", where)
-        if set(got) != set(exp):
-            return Problem("wrong-keys", f"{where} has keys {sorted(got)}; expected {sorted(exp)}", where)
-        for k in exp:
-            p = compare(exp[k], got[k], f"{where}[{k!r}]", tol)
-            if p:
-                return p
-        return None
+        return _mapping(exp, got, where, tol)
+    if isinstance(exp, (str, bytes, bytearray)):
+        return compare_text(exp, got, where, tol)
     if isinstance(exp, bool) or exp is None:
         if got is not exp and got != exp:
             return Problem("wrong-value", f"{where} is {_fmt(got)}; expected {_fmt(exp)}", where,
                            rows=[((), exp, got)])
         return None
+    if isinstance(exp, (int, float)) and got is None:
+        return Problem("returned-none", f"{where} is None: did you forget `return`?", where)
     if isinstance(exp, int):
         if isinstance(got, torch.Tensor):
             return Problem("wrong-type", f"{where} is a torch.Tensor; return a Python int (use int(...))", where)
@@ -140,19 +304,27 @@ def compare(exp, got, where: str = "output", tol=None) -> Problem | None:
                            where)
         if not isinstance(got, (int, float)) or isinstance(got, bool):
             return Problem("wrong-type", f"{where} is a {_typename(got)}; expected a float", where)
-        rtol, atol = (tol or TOLERANCE)[torch.float64]
-        if not math.isclose(got, exp, rel_tol=max(rtol, 1e-12), abs_tol=atol):
+        if tol and float in tol:
+            rtol, atol = tol[float]
+        else:
+            rtol, atol = (tol or TOLERANCE)[torch.float64]
+            rtol = max(rtol, 1e-12)
+        if not math.isclose(got, exp, rel_tol=rtol, abs_tol=atol):
             return Problem("wrong-value", f"{where} is {_fmt(float(got))}; expected {_fmt(exp)}", where,
                            rows=[((), exp, float(got))], max_abs=abs(got - exp),
                            max_rel=abs(got - exp) / max(abs(exp), 1e-300), tolerance=(rtol, atol))
         return None
     if got != exp:
+        if type(got) is not type(exp):
+            return Problem("wrong-type", f"{where} is {_a(_typename(got))}; expected {_a(_typename(exp))} "
+                                         f"({_short(exp)})", where)
         return Problem("wrong-value", f"{where} is {got!r}; expected {exp!r}", where)
     return None
 
 
 def same(a, b, rtol=1e-4, atol=1e-5) -> bool:
-    """Loose equality of two results (nested), NaN equal to NaN: used to match a known mistake."""
+    """Loose equality of two results (nested), NaN equal to NaN: used to match a known mistake.
+    Verdicts are the same when their kind and key agree."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
             return False

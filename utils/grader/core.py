@@ -9,6 +9,7 @@ compares it with every known mistake to name what went wrong.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -113,6 +114,9 @@ class Exercise:
 
     def outcome(self, target, case: Case, guard) -> Outcome:
         args, kwargs = case.make()
+        # lists and dicts bound into a declaration are shared by every run: a target that edits one in place
+        # must not change it for the runs after it (the diagnosis runs every mistake on every case)
+        args = tuple(copy.deepcopy(a) if isinstance(a, (list, dict, set)) else a for a in args)
         leaves = []
         if case.grad:
             args, leaves = requiring_grad(args)

@@ -1,0 +1,1001 @@
+"""The stochastic kind (utils/grader/kinds/stochastic.py), on realistic declarations of the book's fixed
+signatures: sample_next_token (Part 7), dropout (Part 11), kmeans_plus_plus (Part 11).
+
+What the tests prove, for each declaration: correct solutions in several styles pass (multinomial, inverse
+CDF, Gumbel-max; bernoulli, rand < 1 - p); every registered mistake is rejected and diagnosed by name;
+plausible unregistered wrong solutions are rejected without a false diagnosis (one uniform for the whole
+batch, top-k dropping ties, ...); a reader ignoring the generator is named; bad input gets a clear message;
+verdicts are identical run after run; a check is fast; and the bounds each declaration states (the
+probability that a correct solution fails, that each mistake passes, the sample size) are recomputed here,
+in plain Python from the exact laws, and hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils.grader.compare import tensor_form
+from utils.grader.core import evaluate
+from utils.grader.inputs import call, randn
+from utils.grader.kinds.stochastic import (
+    SamplingMistake,
+    StochasticExercise,
+    alike,
+    close_to,
+    draws,
+    index_names,
+    indices,
+)
+
+# =========================================================================== sample_next_token (Part 7)
+# sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> (B,) int64:
+# divide by the temperature, then top-k (ties with the k-th kept), then top-p (transformers' TopPLogitsWarper),
+# then draw from the softmax with `generator`; temperature 0 is greedy argmax.
+
+
+def _softmax(z, keep):
+    m = max(v for v, k in zip(z, keep) if k)
+    e = [math.exp(v - m) if k else 0.0 for v, k in zip(z, keep)]
+    s = math.fsum(e)
+    return [v / s for v in e]
+
+
+def token_probs(z, temperature=1.0, top_k=None, top_p=None, *, scale=None, top_p_first=False,
+                drop_crossing=False):
+    """The exact probabilities of one row of logits (a plain specification, float64). The keyword-only flags
+    give the laws of known mistakes."""
+    V = len(z)
+    if temperature == 0:
+        best = max(range(V), key=lambda j: (z[j], -j))
+        return [float(j == best) for j in range(V)]
+    z = [v * temperature for v in z] if scale == "multiply" else [v / temperature for v in z]
+    keep = [True] * V
+
+    def top_k_step():
+        if top_k is not None and top_k < V:
+            kth = sorted((v for v, k in zip(z, keep) if k), reverse=True)[min(top_k, sum(keep)) - 1]
+            for j in range(V):
+                keep[j] = keep[j] and z[j] >= kth
+
+    def top_p_step():
+        if top_p is None or top_p >= 1.0:
+            return
+        p = _softmax(z, keep)
+        if drop_crossing:        # descending, remove once the running total (itself included) passes top_p
+            total = 0.0
+            for rank, j in enumerate(sorted(range(V), key=lambda j: -p[j])):
+                total += p[j]
+                if total > top_p and rank > 0:
+                    keep[j] = False
+            return
+        total = 0.0
+        for j in sorted(range(V), key=lambda j: p[j])[:-1]:    # ascending; the likeliest always stays
+            total += p[j]
+            if total <= 1 - top_p:
+                keep[j] = False
+
+    steps = (top_p_step, top_k_step) if top_p_first else (top_k_step, top_p_step)
+    for step in steps:
+        step()
+    return _softmax(z, keep)
+
+
+def token_law(logits, temperature=1.0, top_k=None, top_p=None, **flags):
+    """(..., V) logits -> (..., V + 1) exact probabilities per row (the last outcome, an id outside 0..V-1: 0)."""
+    V = logits.shape[-1]
+    rows = logits.detach().double().reshape(-1, V)
+    first, group = alike(rows)
+    table = torch.tensor([token_probs(rows[i].tolist(), temperature, top_k, top_p, **flags) + [0.0] for i in first],
+                         dtype=torch.float64)
+    return table[group].reshape(*logits.shape[:-1], V + 1)
+
+
+def _filtered(logits, temperature, top_k, top_p):
+    """temperature, top-k (ties kept), top-p as TopPLogitsWarper: the logits a sampler draws from."""
+    z = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(z, min(top_k, z.shape[-1]), dim=-1).values[..., -1:]
+        z = z.masked_fill(z < kth, float("-inf"))
+    if top_p is not None:
+        sorted_z, order = torch.sort(z, dim=-1)
+        cum = sorted_z.softmax(-1).cumsum(-1)
+        remove = cum <= 1 - top_p
+        remove[..., -1] = False
+        z = z.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    return z
+
+
+def sample_multinomial(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits, temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sample_inverse_cdf(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Probabilities filtered in probability space (descending top-p), one uniform per row, float64."""
+    if temperature == 0:
+        return torch.argmax(logits, dim=-1)
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    if top_k is not None and top_k < probs.shape[-1]:
+        kth = probs.topk(top_k, dim=-1).values[..., -1:]
+        probs = torch.where(probs >= kth, probs, 0.0)
+        probs = probs / probs.sum(-1, keepdim=True)
+    if top_p is not None:
+        p_sorted, order = probs.sort(dim=-1, descending=True)
+        before = p_sorted.cumsum(-1) - p_sorted                 # mass of the likelier tokens
+        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, before < top_p)
+        probs = torch.where(keep, probs, 0.0)
+    cdf = probs.cumsum(-1)
+    u = torch.rand(*probs.shape[:-1], 1, generator=generator, dtype=torch.float64) * cdf[..., -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def sample_gumbel(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Gumbel-max: argmax(z + G), one Gumbel per logit."""
+    if temperature == 0:
+        return logits.max(dim=-1).indices
+    z = _filtered(logits.double(), temperature, top_k, top_p)
+    u = torch.rand(z.shape, generator=generator, dtype=torch.float64)
+    return (z - torch.log(-torch.log(u))).argmax(-1)
+
+
+def sample_python_rows(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """A row at a time, as many readers write it: correct, only slower."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits, temperature, top_k, top_p).softmax(-1)
+    out = [torch.multinomial(row, 1, generator=generator) for row in probs.reshape(-1, probs.shape[-1])]
+    return torch.cat(out).reshape(probs.shape[:-1])
+
+
+CORRECT_SAMPLERS = [sample_multinomial, sample_inverse_cdf, sample_gumbel]
+
+
+# ---- the registered mistakes: runnable, each with its exact law
+
+def temperature_multiplied(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    return sample_multinomial(logits * temperature, 1.0, top_k, top_p, generator)
+
+
+def top_p_before_top_k(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    z = _filtered(logits, temperature, None, top_p)
+    z = _filtered(z, 1.0, top_k, None)
+    return torch.multinomial(z.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def top_p_drops_crossing_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits, temperature, top_k, None).softmax(-1)
+    if top_p is not None:
+        p_sorted, order = probs.sort(dim=-1, descending=True)
+        remove = p_sorted.cumsum(-1) > top_p
+        remove[..., 0] = False
+        probs = probs.masked_fill(remove.scatter(-1, order, remove), 0.0)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def always_argmax(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return logits.argmax(-1)
+
+
+def softmax_before_temperature(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = F.softmax(logits, dim=-1) / temperature           # the division no longer changes the shape
+    probs = probs / probs.sum(-1, keepdim=True)
+    return sample_multinomial(probs.log(), 1.0, top_k, top_p, generator)
+
+
+def ignores_generator(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits, temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def reseeds_generator(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    own = torch.Generator().manual_seed(generator.initial_seed())
+    return sample_multinomial(logits, temperature, top_k, top_p, own)
+
+
+def _argmax_law(logits, temperature=1.0, top_k=None, top_p=None):
+    return token_law(logits, 0)
+
+
+def _softmax_first_law(logits, temperature=1.0, top_k=None, top_p=None):
+    return token_law(logits, 0 if temperature == 0 else 1.0, top_k, top_p)
+
+
+SAMPLING_MISTAKES = [
+    SamplingMistake("temperature multiplied", temperature_multiplied,
+                    "your code multiplies the logits by the temperature: divide them (logits / temperature), so "
+                    "that a temperature below 1 sharpens the distribution",
+                    law=partial(token_law, scale="multiply"), passes=1e-12),
+    SamplingMistake("top-p before top-k", top_p_before_top_k,
+                    "your code applies top-p before top-k: filter by top-k first, then apply top-p to what is left "
+                    "(renormalised)", law=partial(token_law, top_p_first=True), passes=1e-12),
+    SamplingMistake("top-p drops the crossing token", top_p_drops_crossing_token,
+                    "your top-p removes the token whose probability carries the running total past top_p: keep it "
+                    "(a token goes only when the tokens less likely than it and itself total <= 1 - top_p)",
+                    law=partial(token_law, drop_crossing=True), passes=1e-12),
+    SamplingMistake("always argmax", always_argmax,
+                    "your code always returns the most likely token: sample from the distribution (greedy argmax "
+                    "is only for temperature == 0)", law=_argmax_law, passes=1e-12),
+    SamplingMistake("softmax before temperature", softmax_before_temperature,
+                    "your code divides the probabilities by the temperature after the softmax, where the "
+                    "renormalisation undoes it: divide the logits, then take the softmax",
+                    law=_softmax_first_law, passes=1e-12),
+    SamplingMistake("ignores the generator", ignores_generator,
+                    "your code draws from the global RNG: pass generator=generator to torch.multinomial / torch.rand, "
+                    "so that the same seed gives the same tokens", rng="global", passes=1e-12),
+    SamplingMistake("re-seeds a generator", reseeds_generator,
+                    "your code builds a new generator from the seed on every call, so every call draws the same "
+                    "tokens: draw from the generator you are given", rng="fixed", passes=0.0),
+]
+
+
+# ---- the cases: one row repeated for many draws per call, several calls on one generator
+
+A = [2.0, 1.2, 0.8, 0.3, -0.2, -0.9, -1.5, -2.4]         # distinct logits, V = 8
+B_TIES = [1.5, 0.4, 2.0, 0.4, -0.3, 0.1, -1.0, 0.4]      # top_k = 3: the k-th (0.4) is tied three times
+C = [1.0, 2.2, 0.1, -0.5, 1.6, -1.2, 0.6, -2.0]
+D = [0.9, 0.7, 1.1, 0.5, 0.8, 0.3, 1.0, 0.6]              # flat: top-p before or after top-k differs
+
+
+def _rows(rows, copies, dtype=torch.float32, shift=0.0):
+    """`copies` copies of each row, interleaved: (len(rows) * copies, V)."""
+    return (torch.tensor(rows, dtype=torch.float64) + shift).to(dtype).repeat(copies, 1)
+
+
+def _logits_case(rows, copies, dtype=torch.float32, shift=0.0, **kwargs):
+    return call(_rows(rows, copies, dtype, shift), **kwargs)
+
+
+def _greedy_case(B, V, data):
+    return call(randn(B, V, seed=data, scale=2.0), temperature=0)
+
+
+def sampling_cases():
+    return [
+        draws(_logits_case, [A], 1000, temperature=0.7, seed=1, calls=3, note="temperature 0.7, one row 1,000 times"),
+        draws(_logits_case, [B_TIES], 500, top_k=3, seed=2, calls=3, note="top_k=3, the k-th tied three times"),
+        draws(_logits_case, [C], 500, top_p=0.8, seed=3, calls=3, note="top_p=0.8"),
+        draws(_logits_case, [D], 500, temperature=0.8, top_k=4, top_p=0.6, seed=4, calls=3,
+              note="top_k=4 and top_p=0.6 together"),
+        draws(_greedy_case, 16, 10, 11, seed=5, calls=2, note="temperature 0: greedy argmax of 16 different rows"),
+        draws(_logits_case, [A, C, D], 200, temperature=1.3, top_p=0.9, seed=6, calls=2,
+              note="three different rows, 200 times each"),
+        draws(_logits_case, [A], 500, shift=1000.0, seed=7, calls=2, note="large logits (x + 1000)"),
+        draws(_logits_case, [C], 500, torch.float64, top_k=20, top_p=1.0, seed=8, calls=2,
+              note="float64, top_k >= V and top_p = 1 change nothing"),
+    ]
+
+
+SAMPLE_NEXT_TOKEN = StochasticExercise(
+    name="sample_next_token", chapter="generation/sampling",
+    signature="sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None)",
+    oracle=token_law, cases=sampling_cases, mistakes=SAMPLING_MISTAKES,
+    observe=indices, names=index_names("token"),
+    false_rejection=1e-7, samples=10_732,
+    hint="temperature, then top-k, then top-p, then draw with torch.multinomial(probs, 1, generator=generator)")
+
+
+# =========================================================================== dropout (Part 11)
+# dropout(x, p=0.5, training=True, generator=None): inverted dropout: each entry zeroed with probability p,
+# survivors scaled by 1 / (1 - p); identity when not training or p == 0.
+
+DROPOUT_OUTCOMES = ["0", "x / (1 - p)", "x", "a value that is none of 0, x, x / (1 - p)"]
+
+
+def _p_training(args, kwargs):
+    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
+    training = args[2] if len(args) > 2 else kwargs.get("training", True)
+    return p, training
+
+
+def dropout_law(x, p=0.5, training=True, *, keep=None, scaled=True):
+    """Per entry: P(0), P(x / (1 - p)), P(x), P(anything else). `keep` and `scaled` give mistakes' laws."""
+    law = torch.zeros(*x.shape, 4, dtype=torch.float64)
+    if not training or p == 0:
+        law[..., 1 if p == 0 else 2] = 1.0      # the identity (x / (1 - 0) is x)
+        return law
+    kept = 1 - p if keep is None else keep(p)
+    law[..., 0] = 1 - kept
+    law[..., {True: 1, False: 2, "times": 3}[scaled]] = kept
+    return law
+
+
+def dropout_observe(result, args, kwargs):
+    x = args[0]
+    p, _ = _p_training(args, kwargs)
+    problem = tensor_form(x, result)
+    if problem:
+        return problem
+    r = result.detach()
+    seen = torch.full(r.shape, 3, dtype=torch.long)
+    seen[close_to(r, x)] = 2
+    seen[close_to(r, x / (1 - p))] = 1
+    seen[r == 0] = 0
+    return seen
+
+
+def dropout_bernoulli(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    mask = torch.bernoulli(torch.full_like(x, 1 - p), generator=generator)
+    return x * mask / (1 - p)
+
+
+def dropout_rand(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x.clone()
+    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) >= p
+    return torch.where(keep, x / (1 - p), torch.zeros_like(x))
+
+
+def dropout_uniform_(x, p=0.5, training=True, generator=None):
+    if not training:
+        return x
+    u = torch.empty_like(x).uniform_(generator=generator)
+    return x * (u < 1 - p).to(x.dtype) * (1.0 / (1.0 - p))
+
+
+def dropout_unscaled(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator)
+
+
+def dropout_keeps_p(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) < p
+    return x * keep / (1 - p)
+
+
+def dropout_ignores_training(x, p=0.5, training=True, generator=None):
+    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator) / (1 - p)
+
+
+def dropout_times_keep(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator) * (1 - p)
+
+
+def dropout_global_rng(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    return x * torch.bernoulli(torch.full_like(x, 1 - p)) / (1 - p)
+
+
+def _law_ignoring_training(x, p=0.5, training=True):
+    return dropout_law(x, p, True)
+
+
+DROPOUT_MISTAKES = [
+    SamplingMistake("no rescaling", dropout_unscaled,
+                    "your kept entries are not scaled: divide them by 1 - p (inverted dropout), so that the "
+                    "expected output equals x", law=partial(dropout_law, scaled=False), passes=1e-12),
+    SamplingMistake("keeps with probability p", dropout_keeps_p,
+                    "your code keeps an entry with probability p: p is the probability of dropping it, so keep "
+                    "with probability 1 - p", law=partial(dropout_law, keep=lambda p: p),
+                    passes=1e-12),
+    SamplingMistake("ignores training", dropout_ignores_training,
+                    "your code drops entries in evaluation mode too: return x unchanged when training is False",
+                    law=_law_ignoring_training, passes=1e-12),
+    SamplingMistake("multiplies by 1 - p", dropout_times_keep,
+                    "your code multiplies the kept entries by 1 - p: divide by 1 - p instead (the scaling makes "
+                    "up for the dropped mass)", law=partial(dropout_law, scaled="times"), passes=1e-12),
+    SamplingMistake("dropout ignores the generator", dropout_global_rng,
+                    "your mask comes from the global RNG: pass generator=generator to torch.bernoulli / "
+                    "torch.rand", rng="global", passes=1e-12),
+]
+
+
+def _x_case(*shape, dtype=torch.float32, data=0, transpose=False, **kwargs):
+    x = randn(*shape, seed=data, dtype=dtype)
+    return call(x.T if transpose else x, **kwargs)
+
+
+def dropout_cases():
+    return [
+        draws(_x_case, 4000, p=0.2, seed=1, calls=2, note="p=0.2, 8,000 entries"),
+        draws(_x_case, 30, 40, dtype=torch.float64, data=1, p=0.7, seed=2, calls=2, note="float64, p=0.7"),
+        draws(_x_case, 30, 20, data=2, transpose=True, p=0.1, seed=3, calls=2, note="non-contiguous, p=0.1"),
+        draws(_x_case, 2, 500, data=3, seed=4, calls=2, note="default p (0.5)"),
+        draws(_x_case, 64, data=4, p=0.3, training=False, seed=5, note="training=False: the identity"),
+        draws(_x_case, 8, 8, data=5, p=0.0, seed=6, note="p=0: the identity"),
+    ]
+
+
+DROPOUT = StochasticExercise(
+    name="dropout", chapter="classic_ml/training_loop", signature="dropout(x, p=0.5, training=True, generator=None)",
+    oracle=dropout_law, cases=dropout_cases, mistakes=DROPOUT_MISTAKES,
+    observe=dropout_observe, names=lambda args, kwargs: DROPOUT_OUTCOMES,
+    false_rejection=1e-7, samples=13_728,
+    hint="mask = torch.rand(x.shape, generator=generator) >= p; return x * mask / (1 - p)")
+
+
+# =========================================================================== kmeans_plus_plus (Part 11)
+# kmeans_plus_plus(x, k, generator=None) -> (k, D): the first centroid uniform, each next one drawn with
+# probability proportional to its squared distance to the nearest chosen centroid.
+
+def kmeanspp_law(x, k, *, power=2, nearest="all", first="uniform"):
+    """Per centroid position: the exact probability of each row of x (then 'not a row of x': 0), by summing
+    over every ordered choice. The keyword-only flags give mistakes' laws (power 1, distance to the last
+    centroid only, first centroid x[0], farthest point)."""
+    N = x.shape[0]
+    d2 = torch.cdist(x.double(), x.double()).pow(2).tolist()
+    law = [[0.0] * (N + 1) for _ in range(k)]
+
+    def weights(chosen):
+        ref = chosen[-1:] if nearest == "last" else chosen
+        d = [min(d2[i][c] for c in ref) for i in range(N)]
+        if power == "farthest":
+            best = max(range(N), key=lambda i: (d[i], -i))
+            return [float(i == best) for i in range(N)]
+        return [v ** (power / 2) for v in d]
+
+    def walk(chosen, prob):
+        law[len(chosen) - 1][chosen[-1]] += prob
+        if len(chosen) == k:
+            return
+        w = weights(chosen)
+        total = math.fsum(w)
+        for i in range(N):
+            if w[i] > 0:
+                walk(chosen + [i], prob * w[i] / total)
+
+    for i in range(N):
+        if first == "uniform":
+            walk([i], 1.0 / N)
+        elif i == 0:
+            walk([0], 1.0)
+    return torch.tensor(law, dtype=torch.float64)
+
+
+def kmeanspp_observe(result, args, kwargs):
+    x, k = args[0], args[1]
+    problem = tensor_form(torch.empty(k, x.shape[1], dtype=x.dtype), result)
+    if problem:
+        return problem
+    r = result.detach()
+    hit = (r[:, None, :] == x[None, :, :]).all(-1)                           # (k, N): x[i] returned as is
+    if not hit.any(-1).all():
+        hit = close_to(r[:, None, :], x[None, :, :]).all(-1)
+    return torch.where(hit.any(-1), hit.float().argmax(-1), torch.full((k,), x.shape[0]))
+
+
+def kmeanspp_multinomial(x, k, generator=None):
+    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
+    d2 = ((x - x[idx[0]]) ** 2).sum(-1)
+    for _ in range(1, k):
+        i = int(torch.multinomial(d2, 1, generator=generator))
+        idx.append(i)
+        d2 = torch.minimum(d2, ((x - x[i]) ** 2).sum(-1))
+    return x[idx].clone()
+
+
+def kmeanspp_inverse_cdf(x, k, generator=None):
+    N = x.shape[0]
+    first = min(int(torch.rand((), generator=generator, dtype=torch.float64) * N), N - 1)
+    centroids = [x[first]]
+    for _ in range(1, k):
+        d2 = torch.cdist(x.double(), torch.stack(centroids).double()).pow(2).min(-1).values
+        cdf = d2.cumsum(0)
+        u = torch.rand((), generator=generator, dtype=torch.float64) * cdf[-1]
+        centroids.append(x[int(torch.searchsorted(cdf, u, right=True).clamp_max(N - 1))])
+    return torch.stack(centroids)
+
+
+def kmeanspp_unsquared(x, k, generator=None):
+    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
+    for _ in range(1, k):
+        d = torch.cdist(x, x[idx]).min(-1).values
+        idx.append(int(torch.multinomial(d, 1, generator=generator)))
+    return x[idx].clone()
+
+
+def kmeanspp_farthest(x, k, generator=None):
+    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
+    for _ in range(1, k):
+        idx.append(int(torch.cdist(x, x[idx]).min(-1).values.argmax()))
+    return x[idx].clone()
+
+
+def kmeanspp_last_only(x, k, generator=None):
+    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
+    for _ in range(1, k):
+        d2 = ((x - x[idx[-1]]) ** 2).sum(-1)          # forgets the earlier centroids
+        idx.append(int(torch.multinomial(d2, 1, generator=generator)))
+    return x[idx].clone()
+
+
+def kmeanspp_first_row(x, k, generator=None):
+    idx = [0]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, x[idx]).pow(2).min(-1).values
+        idx.append(int(torch.multinomial(d2, 1, generator=generator)))
+    return x[idx].clone()
+
+
+def kmeanspp_global_rng(x, k, generator=None):
+    idx = [int(torch.randint(x.shape[0], (1,)))]
+    for _ in range(1, k):
+        d2 = torch.cdist(x, x[idx]).pow(2).min(-1).values
+        idx.append(int(torch.multinomial(d2, 1)))
+    return x[idx].clone()
+
+
+KMEANSPP_MISTAKES = [
+    SamplingMistake("distance, not squared", kmeanspp_unsquared,
+                    "your code draws in proportion to the distance: k-means++ uses the squared distance D(x)^2",
+                    law=partial(kmeanspp_law, power=1), passes=1e-9),
+    SamplingMistake("farthest point", kmeanspp_farthest,
+                    "your code takes the farthest point every time: draw it at random, with probability "
+                    "proportional to D(x)^2", law=partial(kmeanspp_law, power="farthest"), passes=1e-12),
+    SamplingMistake("distance to the last centroid only", kmeanspp_last_only,
+                    "your distances only look at the newest centroid: D(x) is the distance to the nearest of all "
+                    "the centroids chosen so far (keep a running minimum)",
+                    law=partial(kmeanspp_law, nearest="last"), passes=1e-9),
+    SamplingMistake("first centroid not uniform", kmeanspp_first_row,
+                    "your first centroid is always x[0]: draw it uniformly at random with the generator",
+                    law=partial(kmeanspp_law, first="row 0"), passes=1e-12),
+    SamplingMistake("k-means++ ignores the generator", kmeanspp_global_rng,
+                    "your draws come from the global RNG: pass generator=generator to torch.randint / "
+                    "torch.multinomial", rng="global", passes=1e-12),
+]
+
+
+CLUSTERS = [[0.0, 0.0], [1.0, 0.2], [0.3, 1.1], [6.0, 5.0], [7.2, 5.5], [-4.0, 7.0]]
+SPREAD = [[0.6 * t, 0.8 * t] for t in (0.0, 0.09, 0.22, 0.55, 0.64, 0.82, 7.57)]   # on a line: D vs D^2 apart
+
+
+def _points(points, dtype=torch.float32):
+    return torch.tensor(points, dtype=dtype)
+
+
+def kmeanspp_cases():
+    return [
+        draws(lambda: call(_points(SPREAD), 3), seed=1, calls=500, note="seven points on a line, k=3"),
+        draws(lambda: call(_points(CLUSTERS, torch.float64), 2), seed=2, calls=200,
+              note="float64, two clusters and an outlier, k=2"),
+        draws(lambda: call(_points(CLUSTERS[:4]), 1), seed=3, calls=200, note="k=1: one uniform draw"),
+        draws(lambda: call(_points(CLUSTERS[1:5]), 4), seed=4, calls=120, note="k=N: every point, in a random order"),
+        draws(lambda: call(_points(CLUSTERS[3:4]), 1), seed=5, calls=2, note="a single point"),
+    ]
+
+
+KMEANS_PLUS_PLUS = StochasticExercise(
+    name="kmeans_plus_plus", chapter="classic_ml/kmeans", signature="kmeans_plus_plus(x, k, generator=None)",
+    oracle=kmeanspp_law, cases=kmeanspp_cases, mistakes=KMEANSPP_MISTAKES,
+    observe=kmeanspp_observe, names=lambda args, kwargs: [f"x[{i}]" for i in range(args[0].shape[0])]
+    + ["not a row of x"], independent=False, false_rejection=1e-7, samples=2_582,
+    hint="the first centroid uniform; then torch.multinomial(d2, 1, generator=generator) with d2 the squared "
+         "distance to the nearest chosen centroid")
+
+
+DECLARATIONS = [SAMPLE_NEXT_TOKEN, DROPOUT, KMEANS_PLUS_PLUS]
+CORRECT = [(SAMPLE_NEXT_TOKEN, f) for f in CORRECT_SAMPLERS] + \
+          [(DROPOUT, f) for f in (dropout_bernoulli, dropout_rand, dropout_uniform_)] + \
+          [(KMEANS_PLUS_PLUS, f) for f in (kmeanspp_multinomial, kmeanspp_inverse_cdf)]
+MISTAKES = [(ex, m) for ex in DECLARATIONS for m in ex.mistakes]
+
+
+def _timed(ex, impl):
+    start = time.perf_counter()
+    report = evaluate(ex, impl)
+    return report, time.perf_counter() - start
+
+
+# --------------------------------------------------------------------------- correct solutions, every style
+
+@pytest.mark.parametrize("ex,impl", CORRECT, ids=[f"{ex.name}: {f.__name__}" for ex, f in CORRECT])
+def test_correct_solutions_pass_within_a_second(ex, impl):
+    report, seconds = _timed(ex, impl)
+    assert report.passed, str(report)
+    assert seconds < 1.0, f"{ex.name} took {seconds:.2f} s"
+
+
+def test_a_row_at_a_time_sampler_passes():
+    assert evaluate(SAMPLE_NEXT_TOKEN, sample_python_rows).passed
+
+
+# --------------------------------------------------------------------------- registered mistakes
+
+@pytest.mark.parametrize("ex,mistake", MISTAKES, ids=[f"{ex.name}: {m.name}" for ex, m in MISTAKES])
+def test_every_mistake_is_rejected_and_named(ex, mistake):
+    report, seconds = _timed(ex, mistake.impl)
+    assert not report.passed, f"{mistake.name} passes"
+    assert report.failure.mistake == mistake.name, str(report)
+    assert mistake.message in str(report)
+    assert seconds < 3.0, f"{mistake.name}: {seconds:.2f} s"     # the first diagnosis runs every mistake
+
+
+# --------------------------------------------------------------------------- other ways of writing known mistakes
+
+def _gumbel_global(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    z = _filtered(logits, temperature, top_k, top_p)
+    return (z - torch.log(-torch.log(torch.rand(z.shape)))).argmax(-1)
+
+
+def _numpy_rng(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits.double(), temperature, top_k, top_p).softmax(-1)
+    u = torch.from_numpy(np.random.rand(*probs.shape[:-1], 1))
+    return torch.searchsorted(probs.cumsum(-1), u * probs.sum(-1, keepdim=True), right=True).squeeze(-1)
+
+
+def _python_random(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    keep = torch.tensor([random.random() >= p for _ in range(x.numel())]).reshape(x.shape)
+    return torch.where(keep, x / (1 - p), torch.zeros_like(x))
+
+
+def _greedy_max(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return logits.max(dim=-1).indices
+
+
+def _global_seeded(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    torch.manual_seed(generator.initial_seed())
+    return torch.multinomial(_filtered(logits, temperature, top_k, top_p).softmax(-1), 1).squeeze(-1)
+
+
+def _temperature_times_inverse_cdf(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    return sample_inverse_cdf(logits * temperature, 1.0, top_k, top_p, generator)
+
+
+def _scaled_by_keep_rand(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    return torch.where(torch.rand(x.shape, generator=generator, dtype=x.dtype) >= p, x * (1 - p), 0.0)
+
+
+@pytest.mark.parametrize("ex,impl,name", [
+    (SAMPLE_NEXT_TOKEN, _gumbel_global, "ignores the generator"),
+    (SAMPLE_NEXT_TOKEN, _numpy_rng, "ignores the generator"),
+    (DROPOUT, _python_random, "dropout ignores the generator"),
+    (SAMPLE_NEXT_TOKEN, _greedy_max, "always argmax"),
+    (SAMPLE_NEXT_TOKEN, _global_seeded, "re-seeds a generator"),
+    (SAMPLE_NEXT_TOKEN, _temperature_times_inverse_cdf, "temperature multiplied"),
+    (DROPOUT, _scaled_by_keep_rand, "multiplies by 1 - p"),
+], ids=["gumbel, global torch RNG", "numpy RNG", "python random", "torch.max", "torch.manual_seed inside",
+        "inverse CDF, temperature multiplied", "rand, times 1 - p"])
+def test_a_known_mistake_written_another_way_is_named(ex, impl, name):
+    report = evaluate(ex, impl)
+    assert not report.passed and report.failure.mistake == name, str(report)
+
+
+# --------------------------------------------------------------------------- plausible wrong solutions, not registered
+
+def _one_uniform_per_batch(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Rows correlated: a single uniform drives every row."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = _filtered(logits.double(), temperature, top_k, top_p).softmax(-1)
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    return torch.searchsorted(probs.cumsum(-1), u.expand(*probs.shape[:-1], 1).contiguous(), right=True
+                              ).squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def _top_k_drops_ties(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    z = logits / temperature
+    if top_k is not None and top_k < z.shape[-1]:
+        vals, idx = torch.topk(z, top_k, dim=-1)
+        z = torch.full_like(z, float("-inf")).scatter(-1, idx, vals)
+    return sample_multinomial(z, 1.0, None, top_p, generator)
+
+
+def _softmax_over_batch(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = F.softmax(_filtered(logits, temperature, top_k, top_p), dim=0)
+    return torch.multinomial(torch.nan_to_num(probs) + 1e-12, 1, generator=generator).squeeze(-1)
+
+
+def _exp_without_max(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    if temperature == 0:
+        return logits.argmax(-1)
+    e = torch.exp(_filtered(logits, temperature, top_k, top_p))
+    return torch.multinomial(e / e.sum(-1, keepdim=True), 1, generator=generator).squeeze(-1)
+
+
+def _keeps_column_shape(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return sample_multinomial(logits, temperature, top_k, top_p, generator).unsqueeze(-1)
+
+
+def _int32_tokens(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    return sample_multinomial(logits, temperature, top_k, top_p, generator).int()
+
+
+def _one_coin_for_all(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    keep = torch.rand((), generator=generator) >= p
+    return x / (1 - p) if keep else torch.zeros_like(x)
+
+
+def _in_place(x, p=0.5, training=True, generator=None):
+    if not training or p == 0:
+        return x
+    return x.mul_(torch.bernoulli(torch.full_like(x, 1 - p), generator=generator) / (1 - p))
+
+
+def _float64_out(x, p=0.5, training=True, generator=None):
+    return dropout_rand(x, p, training, generator).double()
+
+
+def _random_subset(x, k, generator=None):
+    return x[torch.randperm(x.shape[0], generator=generator)[:k]].clone()
+
+
+def _indices_not_points(x, k, generator=None):
+    return torch.randperm(x.shape[0], generator=generator)[:k]
+
+
+UNREGISTERED = [
+    (SAMPLE_NEXT_TOKEN, _one_uniform_per_batch, ("distribution",)),
+    (SAMPLE_NEXT_TOKEN, _top_k_drops_ties, ("distribution",)),
+    (SAMPLE_NEXT_TOKEN, _softmax_over_batch, ("distribution", "impossible-draw")),
+    (SAMPLE_NEXT_TOKEN, _exp_without_max, ("exception",)),
+    (SAMPLE_NEXT_TOKEN, _keeps_column_shape, ("wrong-shape",)),
+    (SAMPLE_NEXT_TOKEN, _int32_tokens, ("wrong-dtype",)),
+    (DROPOUT, _one_coin_for_all, ("distribution", "impossible-draw")),
+    (DROPOUT, _in_place, ("mutated-input",)),
+    (DROPOUT, _float64_out, ("wrong-dtype",)),
+    (KMEANS_PLUS_PLUS, _random_subset, ("distribution", "impossible-draw")),
+    (KMEANS_PLUS_PLUS, _indices_not_points, ("wrong-shape",)),
+]
+
+
+@pytest.mark.parametrize("ex,impl,kinds", UNREGISTERED, ids=[f.__name__.strip("_") for _, f, _ in UNREGISTERED])
+def test_plausible_wrong_solutions_are_rejected_without_a_false_diagnosis(ex, impl, kinds):
+    report = evaluate(ex, impl)
+    assert not report.passed
+    assert report.kind in kinds, str(report)
+    assert report.failure.mistake is None, str(report)
+
+
+def test_dropout_in_place_names_the_argument():
+    report = evaluate(DROPOUT, _in_place)
+    assert "`x` in place" in report.failure.problem.message
+
+
+def test_rows_drawn_from_one_uniform_are_seen_in_the_counts():
+    report = evaluate(SAMPLE_NEXT_TOKEN, _one_uniform_per_batch)
+    assert report.failure.case == 0 and "came up" in report.failure.problem.message
+
+
+# --------------------------------------------------------------------------- the generator and the global RNGs
+
+def test_the_check_leaves_the_global_rngs_as_they_were():
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(6)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(6)
+    evaluate(SAMPLE_NEXT_TOKEN, ignores_generator)
+    evaluate(DROPOUT, _python_random)
+    evaluate(SAMPLE_NEXT_TOKEN, _numpy_rng)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert random.random() == expected[1] and np.random.rand() == expected[2]
+
+
+@pytest.mark.parametrize("impl", [sample_gumbel, ignores_generator, _gumbel_global, _numpy_rng, temperature_multiplied,
+                                  _one_uniform_per_batch])
+def test_verdicts_are_identical_run_after_run(impl):
+    first, again = evaluate(SAMPLE_NEXT_TOKEN, impl), evaluate(SAMPLE_NEXT_TOKEN, impl)
+    assert first.status == again.status
+    if first.failure:
+        assert (first.failure.case, first.failure.problem.message, first.failure.mistake) == \
+               (again.failure.case, again.failure.problem.message, again.failure.mistake)
+
+
+def test_the_oracle_outcome_is_deterministic_and_all_checks_hold():
+    for ex in DECLARATIONS:
+        for case in ex.all_cases():
+            out = ex.outcome(ex.oracle, case, None)
+            assert [v for _, v in out.parts] == [v for _, v in ex.outcome(ex.oracle, case, None).parts]
+            assert all(v.holds for _, v in out.parts)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def test_a_raising_sampler_shows_the_call_and_the_readers_line():
+    def sample(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+        probs = logits.softmax(-1)
+        return probs[10_000]
+    report = evaluate(SAMPLE_NEXT_TOKEN, sample)
+    assert report.kind == "exception" and "IndexError" in report.failure.problem.message
+    assert "probs[10_000]" in report.failure.frame
+
+
+def test_a_sampler_without_the_generator_keyword():
+    report = evaluate(SAMPLE_NEXT_TOKEN, lambda logits, temperature=1.0, top_k=None, top_p=None: logits.argmax(-1))
+    assert report.kind == "exception" and "generator" in report.failure.problem.message
+
+
+@pytest.mark.parametrize("impl,kind", [
+    (lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None: None, "returned-none"),
+    (lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None: logits.argmax(-1).numpy(),
+     "returned-numpy"),
+    (lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None: logits.argmax(-1).tolist(),
+     "wrong-type"),
+    (lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None: logits.softmax(-1), "wrong-shape"),
+    (lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None: logits.argmax(-1) + 100,
+     "impossible-draw"),
+], ids=["None", "numpy", "list", "probabilities", "ids out of range"])
+def test_results_of_the_wrong_form_are_named(impl, kind):
+    report = evaluate(SAMPLE_NEXT_TOKEN, impl)
+    assert report.kind == kind, str(report)
+
+
+def test_ids_outside_the_vocabulary_are_named_as_such():
+    report = evaluate(SAMPLE_NEXT_TOKEN, lambda logits, temperature=1.0, top_k=None, top_p=None, generator=None:
+                      logits.argmax(-1) + 100)
+    assert "an id outside 0..7" in report.failure.problem.message
+
+
+def test_not_attempted_not_callable_endless_loop_and_forbidden_call():
+    def stub(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+        raise NotImplementedError
+    assert evaluate(SAMPLE_NEXT_TOKEN, stub).status == "not attempted"
+    assert evaluate(SAMPLE_NEXT_TOKEN, 3).kind == "wrong-type"
+
+    quick = dataclasses.replace(SAMPLE_NEXT_TOKEN, timeout=0.3, forbidden=("torch.multinomial",))
+
+    def forever(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+        while True:
+            pass
+    start = time.perf_counter()
+    assert evaluate(quick, forever).kind == "timeout" and time.perf_counter() - start < 3
+    report = evaluate(quick, sample_multinomial)
+    assert report.kind == "forbidden-call" and "torch.multinomial" in report.failure.problem.message
+    assert evaluate(quick, sample_gumbel).passed
+
+
+# --------------------------------------------------------------------------- the stated bounds, recomputed
+
+def _log_pmf(n, p, k):
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def binomial_mass(n, p, lo, hi):
+    """P(lo <= X <= hi) for X ~ Binomial(n, p), summed term by term in plain Python."""
+    lo, hi = max(lo, 0), min(hi, n)
+    if lo > hi:
+        return 0.0
+    if p <= 0.0 or p >= 1.0:
+        sure = 0 if p <= 0.0 else n
+        return 1.0 if lo <= sure <= hi else 0.0
+    return math.fsum(math.exp(_log_pmf(n, p, k)) for k in range(lo, hi + 1))
+
+
+def _case_laws(ex, law_fn):
+    """Per case: (plan, law rows per group (G, C), the full law (S, C))."""
+    out = []
+    for case, plan in zip(ex.all_cases(), ex.plans()):
+        args, kwargs = case.make()
+        law = law_fn(*args, **kwargs).to(torch.float64).reshape(plan.law.shape)
+        out.append((plan, law[plan.first].tolist(), law.tolist()))
+    return out
+
+
+def _agree(law, calls, independent):
+    """P(`calls` independent calls give the same draws), from the full law (S, C), in plain Python."""
+    per_slot = [math.fsum(p ** calls for p in row) for row in law]
+    return math.prod(per_slot) if independent else min(per_slot)
+
+
+def recomputed_bounds(ex):
+    """The false-rejection probability and every mistake's passing probability, from the exact laws and the
+    regions the kind applies, in plain Python: the statements are checked against these."""
+    fails = 0.0
+    for plan, rows, law in _case_laws(ex, ex.oracle):
+        lo, hi, _ = plan.regions["target"]
+        for g, row in enumerate(rows):
+            n = int(plan.n[g])
+            for c, p in enumerate(row):
+                fails += binomial_mass(n, p, 0, int(lo[g, c]) - 1) + binomial_mass(n, p, int(hi[g, c]) + 1, n)
+                assert p not in (0.0, 1.0) or (int(lo[g, c]), int(hi[g, c])) == ((0, 0) if p == 0 else (n, n))
+        if plan.fresh:
+            fails += _agree(law, plan.calls, ex.independent)
+    passes = {}
+    for m in ex.mistakes:
+        bound = 1.0
+        for plan, rows, law in _case_laws(ex, m.law or ex.oracle):
+            lo, hi, _ = plan.regions["target"]
+            for g, row in enumerate(rows):
+                for c, q in enumerate(row):
+                    bound = min(bound, binomial_mass(int(plan.n[g]), q, int(lo[g, c]), int(hi[g, c])))
+            if m.rng == "global":
+                bound = min(bound, _agree(law, 2, ex.independent) ** plan.rerun)
+            if m.rng == "fixed" and plan.fresh:
+                bound = 0.0
+        passes[m.name] = bound
+    return fails, passes
+
+
+@pytest.mark.parametrize("ex", DECLARATIONS, ids=[ex.name for ex in DECLARATIONS])
+def test_the_stated_bounds_hold(ex):
+    fails, passes = recomputed_bounds(ex)
+    assert fails <= ex.false_rejection < 1e-6, f"{ex.name}: a correct solution fails with probability {fails:.2e}"
+    computed = ex.bounds()
+    assert math.isclose(computed["false rejection"], fails, rel_tol=1e-6, abs_tol=1e-15)
+    for m in ex.mistakes:
+        assert passes[m.name] <= m.passes <= 1e-6, f"{ex.name}: {m.name} passes with probability {passes[m.name]:.2e}"
+        assert computed[m.name] <= max(passes[m.name] * (1 + 1e-6), 1e-300)
+
+
+@pytest.mark.parametrize("ex", DECLARATIONS, ids=[ex.name for ex in DECLARATIONS])
+def test_the_stated_sample_size_and_the_laws(ex):
+    assert sum(int(p.n.sum()) for p in ex.plans()) == ex.samples
+    for i in range(len(ex.all_cases())):
+        for name in ex.laws():
+            ex.region(i, name)          # every mistake's law is constant where the target's is
+    for case in ex.all_cases():
+        args, kwargs = case.make()
+        for law_fn in [ex.oracle] + [m.law for m in ex.mistakes if m.law is not None]:
+            law = law_fn(*args, **kwargs)
+            assert law.dtype == torch.float64 and (law >= 0).all()
+            assert torch.allclose(law.sum(-1), torch.ones((), dtype=torch.float64), atol=1e-12)
+            assert law.shape[-1] == len(ex.names(args, kwargs))
+
+
+def test_no_sampling_case_sits_on_a_boundary():
+    """float32 readers and the float64 law decide every token alike: distinct logits are at least 1e-4 apart
+    (ties are exact), and each cumulative probability is at least 1e-4 away from 1 - top_p (as
+    TopPLogitsWarper sums them, in ascending order)."""
+    for case in SAMPLE_NEXT_TOKEN.all_cases():
+        (logits,), kw = case.make()
+        T, top_k, top_p = kw.get("temperature", 1.0), kw.get("top_k"), kw.get("top_p")
+        for row in {tuple(r) for r in logits.double().tolist()}:
+            values = sorted(set(row))
+            assert all(b - a > 1e-4 for a, b in zip(values, values[1:])), case.note
+            if T == 0 or top_p is None:
+                continue
+            p = token_probs(list(row), T, top_k, None)
+            total = 0.0
+            for j in sorted(range(len(p)), key=lambda j: p[j]):
+                total += p[j]
+                if p[j] > 0:
+                    assert abs(total - (1 - top_p)) > 1e-4, (case.note, total)
+
+
+def test_fixed_seeds_make_the_sizes_of_the_tests_the_declared_ones():
+    """Every count test of the target is sized at the same level, and the sizes sum to at most half the
+    statement (the other half goes to the fresh-draws checks)."""
+    for ex in DECLARATIONS:
+        tests = sum(int(((p.law[p.first] > 0) & (p.law[p.first] < 1)).sum()) for p in ex.plans())
+        assert sum(p.size for p in ex.plans()) <= ex.false_rejection / 2
+        assert all(p.size <= tests * ex.false_rejection / 2 / max(tests, 1) for p in ex.plans())
