@@ -117,6 +117,9 @@ CHAPTER = [
     ("markdown", "<details><summary>Hint 1</summary>multiply</details>", []),
     ("code", 'check("double", double)', []),
     ("code", "print(torch.ones(2) * 2)", []),
+    ("code", "def timed_double(x):\n    return 2 * x", ["solution-only"]),
+    ("markdown", "## Cheat sheet\n\n$$y = 2x$$\n\n```python\ndef double(x):\n    return x + x  # cheat\n```", []),
+    ("markdown", "## Sources\n\n- The doubling paper", []),
 ]
 
 
@@ -139,7 +142,8 @@ def test_generate_then_nothing_is_stale(tiny_book):
     assert gen.stale(tiny_book)
     written = gen.generate(tiny_book)
     assert {p.relative_to(tiny_book).as_posix() for p in written} == {
-        "chapters/part/double.ipynb", "exercises/part/double.ipynb", "solutions/part/double.ipynb"}
+        "chapters/part/double.ipynb", "exercises/part/double.ipynb", "solutions/part/double.ipynb",
+        "utils/book_order.py"}
     assert gen.stale(tiny_book) == []
     assert gen.generate(tiny_book) == []     # idempotent
 
@@ -171,6 +175,9 @@ def test_exercise_notebook_keeps_the_narrative_and_stubs_the_solution(tiny_book)
     assert "Exercise notebook" in nb.cells[1].source
     assert "Long derivation" in text and "Hint 1" in text and 'check("double", double)' in text
     assert "return 2 * x" not in text and "raise NotImplementedError" in text and '"""Eq. (d-eq)."""' in text
+    assert "timed_double" not in text                                   # the solution-only cell is left out
+    assert "return x + x" not in text and "## Cheat sheet" in text and "solutions/part/double.ipynb" in text
+    assert nb.cells[-1].source == "## Sources\n\n- The doubling paper"  # what follows the cheat sheet stays
     assert all(c.get("outputs", []) == [] for c in nb.cells if c.cell_type == "code")
     assert "\\tag{d-eq}" in text
 
@@ -182,6 +189,8 @@ def test_solution_sheet_is_compact(tiny_book):
     assert "return 2 * x" in text and B not in text and 'check("double", double)' in text
     assert "## Exercise 1" in text and "# Double" in text
     assert "Long derivation" not in text and "Hint 1" not in text and "print(torch.ones" not in text
+    assert nb.cells[-1].source.startswith("## Cheat sheet") and "return x + x  # cheat" in text
+    assert "timed_double" not in text and "doubling paper" not in text
 
 
 def test_the_chapter_itself_gets_the_setup_cell_and_loses_its_outputs(tiny_book):

@@ -1,12 +1,13 @@
 """Hand-Written LLM (手撕大模型): the helpers every chapter imports.
 
-    from utils import check, progress
+    from utils import check, hint, progress
 """
 
 __book__ = "hand-written-llm"
 
 from .configs import TransformerConfig  # noqa: E402
 from .grader import CheckFailed, check, list_exercises, run  # noqa: E402
+from .hints import hint  # noqa: E402
 from .progress_table import progress  # noqa: E402
 
-__all__ = ["CheckFailed", "TransformerConfig", "check", "list_exercises", "progress", "run"]
+__all__ = ["CheckFailed", "TransformerConfig", "check", "hint", "list_exercises", "progress", "run"]

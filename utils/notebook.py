@@ -2,6 +2,7 @@
 
     python -m utils.notebook            regenerate every exercise notebook and solution sheet
     python -m utils.notebook --check    exit 1 when any generated file (or a chapter's setup cell) is stale
+    python -m utils.notebook --leaks    list every solution line an exercise notebook still shows
 
 In a chapter, the solution of an exercise sits between two comment lines:
 
@@ -14,9 +15,18 @@ In a chapter, the solution of an exercise sits between two comment lines:
 
 The exercise notebook replaces each region by `raise NotImplementedError(...)` at the region's
 indentation (a region at the top level of a cell becomes a comment, so the notebook still runs).
-The solution sheet keeps the title, the setup, the exercise statements (markdown cells tagged
-`exercise`), the solution cells and the check cells. Every notebook, the chapter included, opens with
-the setup cell (tagged `setup`): it installs this package on Colab and refuses a foreign `utils`.
+It gives no answer away: the chapter's cheat sheet (the section under a heading "Cheat sheet", up to
+the next heading of the same or a higher level) is replaced by a note saying where to find it, and
+cells tagged `solution-only` (a cell that shows solution code outside a marked region: a cost
+measurement that re-implements the exercise, a picture drawn with the solution) are left out.
+`python -m utils.notebook --leaks` lists every line of a solution region that an exercise notebook
+still shows (the rule is in `solution_lines`). The solution sheet keeps the title, the setup, the
+exercise statements (markdown cells tagged `exercise`), the solution cells, the check cells and the
+cheat sheet. Every notebook, the chapter included, opens with the setup cell (tagged `setup`): it
+installs this package on Colab and refuses a foreign `utils`.
+
+`website_chapter(nb)` is the chapter as the website shows it: marker lines removed and every
+exercise cell (and every `solution-only` code cell) collapsed behind a "Show solution" toggle.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import argparse
 import copy
 import hashlib
 import io
+import keyword
 import re
 import sys
 import tokenize
@@ -38,6 +49,15 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 STUB = 'raise NotImplementedError("Exercise: write your code here, then run the check below.")'
 TOP_LEVEL_STUB = "# Exercise: write your code here, then run the check below."
 SETUP_TAG = "setup"
+SOLUTION_ONLY_TAG = "solution-only"     # a cell that shows solution code: left out of the exercise notebook
+CHEAT_SHEET = re.compile(r"^(?P<level>#{1,6})[ \t]+(?:cheat[ -]sheet|速查)", re.I | re.M)
+CHEAT_SHEET_NOTE = ("*The cheat sheet (the formulas and the shortest correct code) is not in the exercise "
+                    "notebook: it would give the answers away. Read it once your checks pass, at the end of "
+                    "[the solution notebook]({url}) or on the chapter's page of the website.*")
+# The website's toggle over each exercise cell (myst-nb's per-cell `code_prompt_show` / `code_prompt_hide`).
+SOLUTION_PROMPTS = {"en": ("Show solution", "Hide solution"), "zh": ("显示参考答案", "隐藏参考答案")}
+SOLUTION_ONLY_PROMPTS = {"en": ("Show code (it uses the solution)", "Hide code"),
+                         "zh": ("显示代码（含参考答案）", "隐藏代码")}
 
 
 class MarkerError(ValueError):
@@ -213,9 +233,73 @@ def normalise_chapter(nb, rel: str, root: Path = ROOT):
     return nb
 
 
+# --------------------------------------------------------------------------- the cheat sheet
+
+_FENCE = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+_HEADING = re.compile(r"^(#{1,6})[ \t]+\S")
+
+
+def _headings(text: str) -> list[tuple[int, int, str]]:
+    """(character offset, level, line) of each markdown heading of `text`, fenced code blocks skipped."""
+    found, fence, offset = [], None, 0
+    for line in text.splitlines(keepends=True):
+        f = _FENCE.match(line)
+        if fence is None and f:
+            fence = f[1][0]
+        elif fence is not None and f and f[1][0] == fence:
+            fence = None
+        elif fence is None and _HEADING.match(line):
+            found.append((offset, len(_HEADING.match(line)[1]), line.rstrip("\n")))
+        offset += len(line)
+    return found
+
+
+def _piece(cell, source: str, suffix: str):
+    piece = copy.deepcopy(cell)
+    piece.source = source.strip("\n")
+    if suffix and piece.get("id"):
+        piece.id = f"{piece.id}-{suffix}"
+    return piece
+
+
+def split_cheat_sheet(cells) -> tuple[list, list, list]:
+    """(before, sheet, after): the cheat sheet is the section under the first markdown heading that reads
+    "Cheat sheet" (or 速查), up to the next heading of the same or a higher level; a markdown cell in which
+    the section starts or ends is split there. `sheet` is empty when the chapter has no cheat sheet."""
+    cells = list(cells)
+    for i, cell in enumerate(cells):
+        if cell.cell_type != "markdown":
+            continue
+        start = next(((off, level) for off, level, line in _headings(cell.source) if CHEAT_SHEET.match(line)), None)
+        if start is None:
+            continue
+        off, level = start
+        before = cells[:i] + ([_piece(cell, cell.source[:off], "before")] if cell.source[:off].strip() else [])
+        sheet, rest = [], [(cell, cell.source[off:], True)] + [(c, c.source, False) for c in cells[i + 1:]]
+        for k, (c, text, first) in enumerate(rest):
+            heads = _headings(text) if c.cell_type == "markdown" else []
+            end = next((o for o, lv, _ in heads if lv <= level and not (first and o == 0)), None)
+            if end is None:
+                sheet.append(_piece(c, text, "sheet") if first else c)
+                continue
+            if text[:end].strip():
+                sheet.append(_piece(c, text[:end], "sheet"))
+            after = [_piece(c, text[end:], "after")] + [c for c, _, _ in rest[k + 1:]]
+            return before, sheet, after
+        return before, sheet, []
+    return cells, [], []
+
+
 def exercise_notebook(chapter_nb, rel: str, root: Path = ROOT):
+    before, sheet, after = split_cheat_sheet(chapter_nb.cells)
+    if sheet:
+        heading = _headings(sheet[0].source)[0][2]
+        note = CHEAT_SHEET_NOTE.format(url=colab_url("solutions/" + rel, root))
+        sheet = [nbformat.v4.new_markdown_cell(f"{heading}\n\n{note}", id=f"{sheet[0].id}-note")]
     cells = []
-    for i, cell in enumerate(chapter_nb.cells):
+    for i, cell in enumerate(before + sheet + after):
+        if SOLUTION_ONLY_TAG in _tags(cell):
+            continue
         c = _clean(cell, jupyter=True)
         c.id = _id("exercises", rel, cell.id)
         if c.cell_type == "code" and i:
@@ -252,7 +336,135 @@ def solution_notebook(chapter_nb, rel: str, root: Path = ROOT):
         if keep:
             c.id = _id("solutions", rel, cell.id)
             cells.append(c)
+    for cell in split_cheat_sheet(chapter_nb.cells)[1]:      # the cheat sheet closes the answer sheet
+        c = _clean(cell, jupyter=True)
+        if c.cell_type == "code":
+            c.source = solution_source(c.source)
+        c.id = _id("solutions", rel, cell.id, "sheet")
+        cells.append(c)
     return _notebook(cells, chapter_nb)
+
+
+def website_chapter(nb, language: str = "en"):
+    """The chapter as the website shows it (to be applied to the executed chapter before the build).
+
+    The `# BEGIN SOLUTION` / `# END SOLUTION` lines are removed, and every exercise cell (a code cell holding
+    a solution region) is tagged `hide-input`, with myst-nb's per-cell prompts set to "Show solution" /
+    "Hide solution": the page shows each solution collapsed under its statement. Code cells tagged
+    `solution-only` are collapsed the same way. Outputs, ids and every other cell are kept as they are.
+    """
+    nb = copy.deepcopy(nb)
+    prompts = {True: SOLUTION_PROMPTS.get(language, SOLUTION_PROMPTS["en"]),
+               False: SOLUTION_ONLY_PROMPTS.get(language, SOLUTION_ONLY_PROMPTS["en"])}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        solution = has_solution(cell.source)
+        if solution:
+            cell.source = solution_source(cell.source)
+        if solution or SOLUTION_ONLY_TAG in _tags(cell):
+            tags = _tags(cell)
+            cell.setdefault("metadata", {})["tags"] = tags + ["hide-input"] * ("hide-input" not in tags)
+            show, hide = prompts[solution]
+            cell.metadata.setdefault("mystnb", {}).update(code_prompt_show=show, code_prompt_hide=hide)
+    return nb
+
+
+def is_exercise_cell(cell) -> bool:
+    """A code cell of the chapter that holds a solution region."""
+    return cell.cell_type == "code" and has_solution(cell.source)
+
+
+# --------------------------------------------------------------------------- answers given away
+
+MIN_CHARS = 12
+_OPERATORS = {"+", "-", "*", "/", "//", "%", "@", "**", "<", ">", "<=", ">=", "~", "&", "|", "^",
+              "<<", ">>", "+=", "-=", "*=", "/=", "//=", "%=", "@=", "**=", "&=", "|=", "^=", "<<=", ">>="}
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def _line_tokens(source: str) -> dict[int, list]:
+    """{line index: tokens of that line, comments and layout left out}, or {} when `source` is not Python."""
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
+    per_line: dict[int, list] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type not in skip:
+                per_line.setdefault(tok.start[0] - 1, []).append(tok)
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return {}
+    return per_line
+
+
+def _computes(tokens) -> bool:
+    """Does this line compute something: an operator (not `=`, `==`, `!=`, `.` or punctuation; not a decorator's
+    `@`), or a call with at least one argument?"""
+    for k, tok in enumerate(tokens):
+        if tok.type != tokenize.OP:
+            continue
+        if tok.string in _OPERATORS and not (tok.string == "@" and k == 0):
+            return True
+        if tok.string == "(" and 0 < k < len(tokens) - 1 and tokens[k + 1].string != ")":
+            prev = tokens[k - 1]
+            if (prev.type == tokenize.NAME and not keyword.iskeyword(prev.string)) or prev.string in (")", "]"):
+                return True
+    return False
+
+
+def solution_lines(nb) -> list[tuple[str, str]]:
+    """(the line as written, its normal form) of every line of the chapter's solution regions that would give
+    the answer away if an exercise notebook showed it.
+
+    Normal form: the line's Python tokens without its comment, all whitespace removed. A line counts when its
+    normal form has at least MIN_CHARS (12) characters and it computes something: an operator other than
+    assignment, equality tests, attribute access and punctuation, or a call with at least one argument. Lines
+    that only unpack, rename, return a name, dispatch on an argument or open a block (`B, T, _ = x.shape`,
+    `state = self.state[p]`, `return out`, `if approximate == "tanh":`, `else:`, `super().__init__()`) are
+    plumbing that every implementation shares; so is a line the exercise
+    cells give outside their regions (scaffolding the reader is handed anyway).
+    """
+    given, found = set(), {}
+    for cell in nb.cells:
+        if not is_exercise_cell(cell):
+            continue
+        lines = cell.source.splitlines()
+        inside = {i for b, e in regions(cell.source) for i in range(b + 1, e)}
+        tokens = _line_tokens(cell.source)
+        for i, line in enumerate(lines):
+            if i in tokens:
+                normal, computes = _squash("".join(t.string for t in tokens[i])), _computes(tokens[i])
+            else:                                   # not Python (or a string's continuation): the raw line
+                normal, computes = _squash(re.sub(r"(^|\s)#.*$", "", line)), True
+            if i not in inside:
+                given.add(normal)
+            elif len(normal) >= MIN_CHARS and computes:
+                found.setdefault(normal, re.sub(r"\s{2,}#", "  #", line.strip()))
+    return [(line, normal) for normal, line in found.items() if normal not in given]
+
+
+def leaks(chapter_nb, rel: str, root: Path = ROOT) -> list[tuple[str, str, str]]:
+    """(chapter cell id, where, solution line) for every cell of the exercise notebook that shows a line of a
+    solution region (see `solution_lines`). `where` is the section heading above the cell, with "hint" when
+    the cell holds collapsed hints."""
+    lines = solution_lines(chapter_nb)
+    by_id = {}
+    for cell in chapter_nb.cells:
+        for suffix in ("", "-before", "-sheet", "-after", "-sheet-note"):
+            by_id[_id("exercises", rel, cell.id + suffix)] = cell.id + suffix
+    found, section = [], ""
+    for cell in exercise_notebook(chapter_nb, rel, root).cells:
+        heads = _headings(cell.source) if cell.cell_type == "markdown" else []
+        if heads:
+            section = heads[-1][2].lstrip("# ").strip()
+        text = _squash(cell.source)
+        for line, normal in lines:
+            if normal in text:
+                where = section + (" (hint)" if cell.cell_type == "markdown" and "<details" in cell.source else "")
+                found.append((by_id.get(cell.id, cell.id), where, line))
+    return found
 
 
 MAP_BEGIN = "<!-- chapter map: generated by `make generate` from _toc.yml and the grader; do not edit by hand -->"
@@ -373,7 +585,18 @@ def load_solutions(chapter: str, root: Path = ROOT, stubs: bool = False) -> dict
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.notebook", description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale")
+    parser.add_argument("--leaks", action="store_true",
+                        help="list the lines of solution regions that an exercise notebook still shows; exit 1 if any")
     args = parser.parse_args(argv)
+    if args.leaks:
+        count = 0
+        for path in chapters():
+            rel = path.relative_to(ROOT / "chapters").as_posix()
+            for cell_id, where, line in leaks(nbformat.read(path, as_version=4), rel):
+                print(f"chapters/{rel}  cell {cell_id}  [{where}]  {line}")
+                count += 1
+        print(f"{count} solution line(s) shown in exercise notebooks")
+        return 1 if count else 0
     if args.check:
         bad = stale()
         for p in bad:

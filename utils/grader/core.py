@@ -68,7 +68,9 @@ class Exercise:
     properties  laws checked after every case passes
     forbidden   names the reader may not call, as written: 'torch.softmax', 'F.softmax', 'Tensor.softmax'
     tolerance   per-dtype (rtol, atol) overrides
-    hint        the general hint shown under a failure
+    hint        a single hint: the ladder `(hint,)` when `hints` is empty (older declarations)
+    hints       the hint ladder, from a nudge (citing the equation label) to the formula: a failed check shows
+                the first rung and says how to ask for the next, `utils.hint(name)`, one rung per call
     timeout     seconds one call of the reader's code may take
     bench       optional, for `python -m utils.bench`: (make_inputs, builtin), plus the constructor's
                 (args, kwargs) for modules or the hyper-parameters for optimizers
@@ -84,6 +86,7 @@ class Exercise:
     forbidden: tuple = ()
     tolerance: dict = field(default_factory=dict)
     hint: str = ""
+    hints: tuple = ()
     timeout: float = 5.0
     bench: Any = None
     kind = "function"
@@ -91,6 +94,10 @@ class Exercise:
     def __post_init__(self):
         self._cases = None
         self._expected = {}
+
+    def ladder(self) -> tuple:
+        """The hints, first rung first: `hints`, or `(hint,)` for a declaration that has one string."""
+        return tuple(self.hints) or ((self.hint,) if self.hint else ())
 
     # -- the interface of every kind
     def all_cases(self) -> list:
@@ -240,7 +247,9 @@ def diagnose(ex: Exercise, impl, fail: int, got: Outcome) -> Mistake | None:
 def evaluate(ex: Exercise, impl) -> Report:
     start = time.perf_counter()
     cases = ex.all_cases()
-    report = Report(ex.name, ex.signature, Status.FAILED, len(cases), 0, hint=ex.hint)
+    ladder = ex.ladder()
+    report = Report(ex.name, ex.signature, Status.FAILED, len(cases), 0, hint=ladder[0] if ladder else "",
+                    hint_count=len(ladder))
 
     def done(failure=None, status=None):
         report.failure = failure

@@ -56,7 +56,8 @@ class Report:
     n_passed: int
     failure: Failure | None = None
     checks: list = field(default_factory=list)   # what passed besides values: properties, purity, ...
-    hint: str = ""
+    hint: str = ""               # the first rung of the exercise's hint ladder, never a later one
+    hint_count: int = 0          # how many rungs the ladder has: the report points to `hint(name)` for the rest
     seconds: float = 0.0
 
     @property
@@ -135,8 +136,17 @@ def lines(report: Report) -> list[tuple[str, str]]:
     if f.diagnosis:
         rows.append(("diagnosis", f.diagnosis))
     if report.hint:
-        rows.append(("hint", report.hint))
+        rows.append(hint_row(report))
     return rows
+
+
+def hint_row(report: Report) -> tuple[str, str]:
+    """The first rung only, and how to climb: ("hint 1 of 3", "... — more: `utils.hint("softmax")`"). Every
+    notebook's setup cell has imported `utils`, so the call works as printed."""
+    count = max(report.hint_count, 1)
+    if count == 1:
+        return "hint", report.hint
+    return f"hint 1 of {count}", f'{report.hint} — more: `utils.hint("{report.name}")`'
 
 
 _MARKS = {Status.PASSED: "✓ passed", Status.FAILED: "✗ failed", Status.NOT_ATTEMPTED: "… not attempted"}
