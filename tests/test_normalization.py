@@ -68,6 +68,19 @@ def test_norm_oracles_are_the_builtins_with_the_exercise_signatures():
     torch.testing.assert_close(ln.LayerNormSpec((3, 8))(x), nn.LayerNorm((3, 8))(x))
 
 
+def test_rmsnorm_default_eps_is_the_machine_epsilon_not_llamas():
+    """What the chapter states: nn.RMSNorm's default eps is None, the machine epsilon of the computation type
+    (float32 for float16/bfloat16/float32 inputs); 1e-6 is LLaMA's value, which the exercise passes explicitly."""
+    assert nn.RMSNorm(8).eps is None and ln.RMSNormSpec(8).eps == 1e-6
+    x = 1e-4 * torch.randn(3, 8, generator=torch.Generator().manual_seed(0))
+    for dtype, compute in [(torch.float32, torch.float32), (torch.float64, torch.float64),
+                           (torch.bfloat16, torch.float32)]:
+        xs = x.to(dtype)
+        want = torch.rms_norm(xs.to(compute), (8,), eps=torch.finfo(compute).eps).to(dtype)
+        torch.testing.assert_close(nn.RMSNorm(8).to(dtype)(xs), want)
+    assert not torch.allclose(nn.RMSNorm(8)(x), ln.RMSNormSpec(8)(x))
+
+
 def test_mistake_bases_are_correct():
     """Each mistake overrides one piece of a base class; the bases themselves must pass."""
     for name, base in [("BatchNorm", bn._BN), ("LayerNorm", ln._LN), ("RMSNorm", ln._RMS)]:

@@ -261,3 +261,26 @@ def test_rope_tolerance_accepts_llama_style_float32_code():
         return x * c + torch.cat([-x[..., D // 2:], x[..., : D // 2]], dim=-1) * s
 
     assert run(ROPE, hf_llama).passed
+
+
+# --------------------------------------------------------------------------- errata (issue 12)
+
+@pytest.mark.parametrize("n", [3, 5, 6, 12, 20, 24])
+def test_alibi_extra_slopes_do_not_fall_between(n):
+    """For n not a power of two the first extra head, head c, is the steepest: 2**(-4/c), above 2**(-8/c)."""
+    slopes = rp.alibi_slopes_spec(n)
+    c = 2 ** math.floor(math.log2(n))
+    assert max(slopes) == pytest.approx(2 ** (-4 / c)) and slopes.index(max(slopes)) == c
+    assert min(slopes) == pytest.approx(2.0 ** -8)
+    assert max(slopes) > 2 ** (-8 / n)                     # the span is not [2^-8, 2^(-8/n)]
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 8, 16])
+def test_alibi_power_of_two_slopes_span(n):
+    slopes = rp.alibi_slopes_spec(n)
+    assert slopes[0] == max(slopes) == pytest.approx(2 ** (-8 / n)) and min(slopes) == pytest.approx(2.0 ** -8)
+
+
+def test_alibi_diagnoses_claim_nothing_false_about_the_extra_slopes():
+    messages = " ".join(m.message for m in get(ALIBI).mistakes)
+    assert "fall between" not in messages and "interleaves" not in messages

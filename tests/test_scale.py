@@ -191,3 +191,53 @@ def test_zero_stage_property_catches_no_partitioning():
         return 16 * n if n_gpus == 16 else oracle(n, zero_stage, n_gpus)
     report = run("model_state_bytes", stage0_only_on_case_grid)
     assert not report.passed and report.kind == "property"
+
+
+# --------------------------------------------------------------------------- errata (issue 12)
+
+def test_activation_terms_add_up_to_table_2():
+    """Korthikanti et al. 2022: the per-term accounting of section 4.1 gives the 34, the 10 and the 24 of Table 2."""
+    from utils.grader.exercises.scale import training_memory as tm
+    assert (tm.WHOLE_SBH, tm.SPLIT_SBH, tm.SCORES_AS2B) == (10, 24, 5)
+    whole = [name for name, (_, _, split) in tm.ACTIVATION_TERMS.items() if not split]
+    assert len(whole) == 6 and sum(tm.ACTIVATION_TERMS[n][0] for n in whole) == 10
+    assert all(tm.ACTIVATION_TERMS[n][1] == 0 for n in whole)           # the attention matrix is all split
+
+
+@pytest.mark.parametrize("mistake", ["sequence parallelism ignored", "tensor parallelism splits everything"])
+def test_tensor_parallel_diagnoses_name_every_replicated_term(mistake):
+    """The 10 sbh are the two LayerNorm inputs, the QKV and MLP up-projection inputs and two dropout masks."""
+    message = next(m.message for m in get("activation_bytes_per_layer").mistakes if m.name == mistake)
+    for term in ("LayerNorm inputs", "QKV projection input", "MLP up-projection input", "dropout masks", "10sbh"):
+        assert term in message, (mistake, term)
+
+
+def test_flops_attention_share_at_4k_is_8_percent_for_llama2_7b():
+    """The flops chapter quotes 8.3%: the attention term over 6N for Llama-2-7B at T = 4096."""
+    total = get("training_flops_per_token").oracle(LLAMA2_7B, 4096)
+    six_n = 6 * non_embedding_params(LLAMA2_7B)
+    assert round((total - six_n) / six_n, 3) == 0.083
+
+
+def test_gemma_7b_ties_its_embeddings_and_matches_its_report():
+    """Gemma Team 2024, Table 2: 7,751,248,896 non-embedding parameters; the embeddings are shared."""
+    from utils.configs import GEMMA_7B
+    model = build_meta_model(GEMMA_7B)
+    assert model.lm_head.weight is model.embed_tokens.weight
+    assert non_embedding_params(GEMMA_7B) == 7_751_248_896
+    assert module_params(model) == 7_751_248_896 + GEMMA_7B.vocab_size * GEMMA_7B.hidden_size
+
+
+@pytest.mark.parametrize("chapter,wrong", [
+    ("flops", "a few percent at $T = 4096$"),
+    ("flops", "attention is a few percent of a 7B model"),
+    ("inference_memory", "about 0.5-3% for group size 128"),
+    ("parameter_count", "At 7B it is a few percent and models keep them apart"),
+    ("training_memory", "the LayerNorm\ninputs and the two post-block dropouts ($10 sbh$) stay replicated"),
+])
+def test_corrected_claims_stay_corrected(chapter, wrong):
+    from pathlib import Path
+
+    import nbformat
+    nb = nbformat.read(Path(__file__).resolve().parent.parent / "chapters" / "scale" / f"{chapter}.ipynb", as_version=4)
+    assert not any(wrong in c.source for c in nb.cells), f"scale/{chapter} states again: {wrong!r}"

@@ -476,7 +476,7 @@ def chapter_map(root: Path = ROOT) -> str:
     from .grader import EXERCISES, list_exercises
 
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
-    rows = ["| | chapter | 面试原题 (interview question) | exercises |", "|---|---|---|---|"]
+    rows = ["| | chapter | 面试原题 / 常见问法 (interview question) | exercises |", "|---|---|---|---|"]
     names = list_exercises()
     number = 0
     for part in toc.get("parts", []):
@@ -486,7 +486,8 @@ def chapter_map(root: Path = ROOT) -> str:
             nb = nbformat.read(root / f"{rel}.ipynb", as_version=4)
             text = next(c.source for c in nb.cells if c.cell_type == "markdown")
             title = next((ln[2:].strip() for ln in text.splitlines() if ln.startswith("# ")), rel)
-            prompt = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if "面试原题" in ln), "")
+            prompt = next((ln.split(":", 1)[1].strip() for ln in text.splitlines()
+                           if "面试原题" in ln or "常见问法" in ln), "")
             chapter = rel.removeprefix("chapters/")
             exercises = ", ".join(f"`{n}`" for n in names if EXERCISES[n].chapter == chapter)
             caption = part.get("caption", "")

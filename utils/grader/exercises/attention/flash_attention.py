@@ -182,8 +182,13 @@ register(TiledExercise(
     limit_label=TILED,
     forbidden=FORBIDDEN,
     timeout=10.0,           # the watched cases run under a TorchDispatchMode, several times slower than plain torch
-    hint="per key block: m' = max(m, rowmax(S_j)); P = exp(S_j - m'); l = e^(m-m') l + rowsum(P); "
-         "O = e^(m-m') O + P V_j; at the end O / l   (eqs. fa-max, fa-sum, fa-acc)",
+    hints=("visit the keys in blocks, keeping per query a running max, a running sum and an unnormalised output; "
+           "divide once at the end   (eqs. fa-max, fa-sum, fa-acc, fa-out)",
+           "when the running max grows from m to m', rescale both the sum and the output by exp(m - m') before "
+           "adding the block; causal: skip blocks entirely in the future and mask the diagonal block with global "
+           "positions",
+           "per key block: m' = max(m, rowmax(S_j)); P = exp(S_j - m'); l = e^(m-m') l + rowsum(P); "
+           "O = e^(m-m') O + P V_j; at the end O / l   (eqs. fa-max, fa-sum, fa-acc)"),
     mistakes=[
         Mistake("accumulator not rescaled", partial(_tiled, rescale_acc=False),
                 "the output accumulator is not rescaled: when the running max grows from m to m', multiply "

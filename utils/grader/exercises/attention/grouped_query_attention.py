@@ -229,9 +229,13 @@ register(ModuleExercise(
     cases=_cases,
     randomize=scaled_state,
     forbidden=FORBIDDEN,
-    hint="k, v = cat([past_k, k_new], dim=2), ...; query head h reads kv head h // (n_heads // n_kv_heads) "
-         "(repeat_interleave on dim 1); query t of the chunk sees keys j <= t + S - T   (eqs. gqa-group, "
-         "gqa-mask)",
+    hints=("each group of n_heads // n_kv_heads consecutive query heads shares one key/value head, and the new "
+           "tokens attend to the whole cache plus themselves, causally   (eqs. gqa-group, gqa-mask)",
+           "append the new keys and values to the cache along time before repeating the kv heads, and return the "
+           "unrepeated cache; the causal mask is aligned to the bottom-right corner of the (T, S) scores",
+           "k, v = cat([past_k, k_new], dim=2), ...; query head h reads kv head h // (n_heads // n_kv_heads) "
+           "(repeat_interleave on dim 1); query t of the chunk sees keys j <= t + S - T   (eqs. gqa-group, "
+           "gqa-mask)"),
     mistakes=[
         Mistake("heads tiled, not interleaved", TiledHeads,
                 "your key/value heads are tiled in the wrong order: k.repeat(1, g, 1, 1) gives query head h the "

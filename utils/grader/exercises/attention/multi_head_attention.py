@@ -234,8 +234,12 @@ register(ModuleExercise(
     randomize=scaled_state,
     cases=_cases,
     forbidden=("nn.MultiheadAttention", "F.multi_head_attention_forward"),
-    hint="q, k, v = proj(x), proj(x_kv), proj(x_kv); split (B, T, D) -> view(B, T, H, d).transpose(1, 2); "
-         "attend per head; merge transpose(1, 2).reshape(B, L, D); then o_proj   (eq. mha-split, mha-def)",
+    hints=("project, split the channels into heads, attend per head with scale 1/sqrt(head_dim), merge, project "
+           "again   (eqs. mha-split, mha-head, mha-def)",
+           "queries come from x, keys and values from x_kv when given; the split is a view of the last axis "
+           "followed by a transpose that puts the heads before time",
+           "q, k, v = proj(x), proj(x_kv), proj(x_kv); split (B, T, D) -> view(B, T, H, d).transpose(1, 2); "
+           "attend per head; merge transpose(1, 2).reshape(B, L, D); then o_proj   (eq. mha-split, mha-def)"),
     mistakes=[
         Mistake("split without transpose", SplitWithoutTranspose,
                 "you split heads with view(B, H, T, d): that cuts the flat (T * D) memory into H blocks of "

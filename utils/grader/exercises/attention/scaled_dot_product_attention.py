@@ -185,8 +185,12 @@ register(Exercise(
                  _key_permutation_invariant),
         Property("the output is a convex combination of the values", _convex_combination),
     ],
-    hint="softmax(q @ k.transpose(-2, -1) / sqrt(E) + mask, dim=-1) @ v, where a bool mask puts -inf where it is "
-         "False and is_causal keeps j <= i   (eq. attn-def, attn-mask)",
+    hints=("scores, mask, softmax over the keys, weighted sum of the values; the scale is 1/sqrt(E) with E the "
+           "query size   (eq. attn-def)",
+           "a bool mask selects (True = may attend, -inf elsewhere), a float mask is added; is_causal is PyTorch's "
+           "top-left tril of shape (L, S)   (eqs. attn-mask, attn-causal)",
+           "softmax(q @ k.transpose(-2, -1) / sqrt(E) + mask, dim=-1) @ v, where a bool mask puts -inf where it is "
+           "False and is_causal keeps j <= i   (eq. attn-def, attn-mask)"),
     mistakes=[
         Mistake("no scaling", sdpa_no_scale,
                 "you did not scale the scores: divide q @ k^T by sqrt(E) (E = q.shape[-1]), otherwise their "

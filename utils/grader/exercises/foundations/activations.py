@@ -133,8 +133,12 @@ register(Exercise(
     forbidden=("torch.sigmoid", "F.sigmoid", "Tensor.sigmoid", "torch.special.expit", "torch.sigmoid_",
                "Tensor.sigmoid_"),
     properties=[FINITE, Property("sigmoid(-x) = 1 - sigmoid(x)", partial(_odd, scale=-1.0, shift=1.0))],
-    hint="where(x >= 0, 1 / (1 + exp(-max(x, 0))), e / (1 + e)) with e = exp(min(x, 0)): clamp before exp so "
-         "neither branch overflows   (eq. act-sigmoid-stable)",
+    hints=("never exponentiate a positive number: one formula for x >= 0, an equal one for x < 0   "
+           "(eq. act-sigmoid-stable)",
+           "torch.where differentiates both branches: clamp each branch's input (min=0 or max=0) so the branch it "
+           "discards stays finite",
+           "where(x >= 0, 1 / (1 + exp(-max(x, 0))), e / (1 + e)) with e = exp(min(x, 0)): clamp before exp so "
+           "neither branch overflows   (eq. act-sigmoid-stable)"),
     mistakes=[
         Mistake("exp ratio overflows", sigmoid_exp_ratio,
                 "exp(x) / (1 + exp(x)) is inf/inf = NaN for x > 88: for x >= 0 use 1 / (1 + exp(-x)), "
@@ -203,8 +207,11 @@ register(Exercise(
     cases=_cases,
     forbidden=("torch.tanh", "F.tanh", "Tensor.tanh", "torch.tanh_", "Tensor.tanh_"),
     properties=[FINITE, Property("tanh(-x) = -tanh(x)", partial(_odd, scale=-1.0))],
-    hint="where(x >= 0, (1 - a)/(1 + a), (b - 1)/(b + 1)) with a = exp(-2 max(x, 0)), b = exp(2 min(x, 0))   "
-         "(eq. act-tanh-stable)",
+    hints=("divide numerator and denominator by e^x for x >= 0 and by e^-x for x < 0, so no exponent is "
+           "positive   (eq. act-tanh-stable)",
+           "clamp the input of each branch of torch.where; avoid |x| and sign(x), whose gradient at 0 is wrong",
+           "where(x >= 0, (1 - a)/(1 + a), (b - 1)/(b + 1)) with a = exp(-2 max(x, 0)), b = exp(2 min(x, 0))   "
+           "(eq. act-tanh-stable)"),
     mistakes=[
         Mistake("exp ratio overflows", tanh_exp_ratio,
                 "(e^x - e^-x) / (e^x + e^-x) is inf/inf = NaN once |x| > 88: use two branches whose "
@@ -259,8 +266,11 @@ register(Exercise(
     forbidden=("torch.relu", "F.relu", "Tensor.relu", "torch.relu_", "F.relu_", "Tensor.relu_", "F.threshold",
                "torch.threshold", "F.hardtanh", "F.relu6"),
     properties=[FINITE],
-    hint="x * (x > 0): the value is max(x, 0) and PyTorch's derivative is 1 where x > 0, 0 elsewhere, 0 at x = 0"
-         "   (eq. act-relu)",
+    hints=("the value is max(x, 0); what matters is the derivative at the kink, which PyTorch sets to 0   "
+           "(eq. act-relu)",
+           "clamp(min=0) and maximum(x, 0) give gradient 1 and 1/2 at x = 0: multiply by a mask instead",
+           "x * (x > 0): the value is max(x, 0) and PyTorch's derivative is 1 where x > 0, 0 elsewhere, 0 at x = 0"
+           "   (eq. act-relu)"),
     mistakes=[
         Mistake("gradient 1 at zero", relu_clamp,
                 "your gradient at x = 0 is 1 (clamp(min=0) and where(x >= 0, ...) pass it); PyTorch's ReLU "
@@ -315,8 +325,11 @@ register(Exercise(
     forbidden=("F.leaky_relu", "F.leaky_relu_", "torch._C._nn.leaky_relu", "torch._C._nn.leaky_relu_",
                "torch.prelu", "F.prelu", "F.rrelu", "torch.rrelu"),
     properties=[FINITE],
-    hint="torch.where(x > 0, x, negative_slope * x): PyTorch's derivative at x = 0 is negative_slope   "
-         "(eq. act-leaky)",
+    hints=("two linear pieces; the condition you test decides the derivative at x = 0, which PyTorch sets to "
+           "negative_slope   (eq. act-leaky)",
+           "max(x, a * x) is only right for 0 <= a <= 1: select with torch.where instead",
+           "torch.where(x > 0, x, negative_slope * x): PyTorch's derivative at x = 0 is negative_slope   "
+           "(eq. act-leaky)"),
     mistakes=[
         Mistake("gradient 1 at zero", leaky_where_ge,
                 "your gradient at x = 0 is 1 (x >= 0 picks the identity); PyTorch's leaky ReLU uses "
@@ -372,8 +385,11 @@ register(Exercise(
     forbidden=("F.elu", "F.elu_", "torch._C._nn.elu", "torch._C._nn.elu_", "F.celu", "torch.celu", "F.selu",
                "torch.selu"),
     properties=[FINITE],
-    hint="torch.where(x > 0, x, alpha * expm1(min(x, 0))): clamp before exp so the unused branch cannot "
-         "overflow   (eq. act-elu)",
+    hints=("the negative branch exponentiates x: keep the branch torch.where discards finite, and test x > 0 "
+           "(PyTorch's derivative at 0 is alpha)   (eq. act-elu)",
+           "expm1(t) computes e^t - 1 accurately; clamp its input with min(x, 0)",
+           "torch.where(x > 0, x, alpha * expm1(min(x, 0))): clamp before exp so the unused branch cannot "
+           "overflow   (eq. act-elu)"),
     mistakes=[
         Mistake("exp in the unused branch", elu_where_unsafe,
                 "torch.where differentiates both branches: exp(x) = inf for large positive x in the branch you "
@@ -443,8 +459,11 @@ register(Exercise(
                   ((), {"approximate": "none"}, 'approximate="none" passed explicitly')),
     forbidden=("F.gelu", "torch._C._nn.gelu", "torch._C._nn.gelu_"),
     properties=[FINITE, Property('finite with approximate="tanh"', partial(_finite_everywhere, approximate="tanh"))],
-    hint='"none": 0.5 x (1 + erf(x / sqrt 2)); "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   '
-         "(eqs. act-gelu, act-gelu-tanh)",
+    hints=("GELU weights x by the standard normal CDF; the approximate argument chooses between the exact CDF "
+           "and its tanh approximation   (eqs. act-gelu, act-gelu-tanh)",
+           "Phi(x) = (1 + erf(x / sqrt(2))) / 2; the tanh form uses sqrt(2/pi) and a cubic term 0.044715 x^3",
+           '"none": 0.5 x (1 + erf(x / sqrt 2)); "tanh": 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))   '
+           "(eqs. act-gelu, act-gelu-tanh)"),
     mistakes=[
         Mistake("approximate ignored (exact)", gelu_exact_only,
                 'you always compute the exact GELU: approximate="tanh" asks for '
@@ -501,7 +520,9 @@ register(Exercise(
     cases=_cases,
     forbidden=("F.silu", "torch._C._nn.silu", "torch._C._nn.silu_", "F.hardswish", "F.mish"),
     properties=[FINITE],
-    hint="x * sigmoid(x), with a sigmoid that cannot overflow (torch.sigmoid is allowed here)   (eq. act-silu)",
+    hints=("SiLU is x times a sigmoid; the sigmoid must not overflow for |x| up to 1e4   (eq. act-silu)",
+           "x / (1 + exp(-x)) overflows below x = -88 in float32: torch.sigmoid is allowed here",
+           "x * sigmoid(x), with a sigmoid that cannot overflow (torch.sigmoid is allowed here)   (eq. act-silu)"),
     mistakes=[
         Mistake("naive gradient overflows", silu_naive,
                 "x / (1 + exp(-x)) is right in value, but exp(-x) = inf for x < -88 and the gradient becomes "

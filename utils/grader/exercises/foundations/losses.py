@@ -164,9 +164,13 @@ register(Exercise(
     cases=_ce_cases,
     forbidden=CE_BUILTINS,
     properties=[Property("adding a constant to every logit leaves the loss unchanged", _ce_shift_invariant)],
-    hint="logp = x - m - log(sum(exp(x - m))) per row; "
-         "loss_i = (1 - eps) * (-logp[i, y_i]) + eps * mean_c(-logp[i, c]); "
-         "average over rows with y_i != ignore_index   (eqs. ce-def, ce-smooth)",
+    hints=("work with stable log-probabilities: a row's loss is minus the log-probability of its target class, "
+           "averaged over the rows whose target is not ignore_index   (eqs. ce-def, ce-ignore)",
+           "logp = x - m - log(sum(exp(x - m))) with m the row max; pick -logp[i, y_i] with gather after replacing "
+           "ignored targets by a valid index, then divide by the number of kept rows",
+           "logp = x - m - log(sum(exp(x - m))) per row; "
+           "loss_i = (1 - eps) * (-logp[i, y_i]) + eps * mean_c(-logp[i, c]); "
+           "average over rows with y_i != ignore_index   (eqs. ce-def, ce-smooth)"),
     mistakes=[
         Mistake("log of softmax", ce_log_of_softmax,
                 "log(softmax(x)) underflows: with logits thousands apart a probability rounds to 0 and log(0) = "
@@ -184,8 +188,9 @@ register(Exercise(
                 "you skip rows whose target is -100 whatever ignore_index is: compare with the ignore_index "
                 "argument."),
         Mistake("smoothing over the other classes", ce_smoothing_over_others,
-                "that is the textbook label smoothing (1 - eps on the true class, eps/(C-1) on the others); "
-                "PyTorch puts eps/C on every class, the true one included: (1 - eps) * nll + eps * mean(-logp)."),
+                "you keep 1 - eps on the true class and spread eps/(C-1) over the other classes only: a different "
+                "loss. Label smoothing as Szegedy et al. (2016) define it, and as PyTorch implements it, puts eps/C "
+                "on every class, the true one included: (1 - eps) * nll + eps * mean(-logp)."),
         Mistake("smoothing added to the full loss", ce_smoothing_added,
                 "the smoothing term was added to the whole NLL: weight the NLL by (1 - eps), "
                 "loss = (1 - eps) * nll + eps * mean_c(-logp)."),
@@ -291,7 +296,11 @@ register(Exercise(
     cases=_bce_cases,
     forbidden=BCE_BUILTINS,
     properties=[Property("bce(-z, 1 - y) = bce(z, y)", _bce_flip)],
-    hint="m = max(-z, 0); loss = mean((1 - y) * z + m + log(exp(-m) + exp(-z - m)))   (eq. bce-stable)",
+    hints=("rewrite the loss in z so that exp never sees a positive argument: (1 - y) * z + log(1 + exp(-z))   "
+           "(eq. bce-stable)",
+           "log(1 + exp(-z)) = log(exp(0) + exp(-z)) is a log-sum-exp of two terms: subtract their max m = max(-z, 0) "
+           "inside and add it back outside",
+           "m = max(-z, 0); loss = mean((1 - y) * z + m + log(exp(-m) + exp(-z - m)))   (eq. bce-stable)"),
     mistakes=[
         Mistake("log of sigmoid", bce_naive,
                 "log(sigmoid(z)) and log(1 - sigmoid(z)) hit log(0) = -inf once sigmoid rounds to 0 or 1 (|z| > 17 "
@@ -440,7 +449,11 @@ register(Exercise(
     cases=_kd_cases,
     forbidden=KD_BUILTINS,
     properties=[Property("the loss is never negative", _kd_nonnegative)],
-    hint="T**2 * mean over rows of sum_c p_t * (log p_t - log p_s), p = softmax(logits / T)   (eq. kd-loss)",
+    hints=("soften both distributions with the same temperature and take KL(teacher || student), summed over "
+           "classes, averaged over rows, scaled back by the temperature   (eq. kd-loss)",
+           "compute log-probabilities with log_softmax(logits / T, -1) for both (never log(softmax(...))); the "
+           "teacher's probabilities weight the sum",
+           "T**2 * mean over rows of sum_c p_t * (log p_t - log p_s), p = softmax(logits / T)   (eq. kd-loss)"),
     mistakes=[
         Mistake("no T squared", kd_no_t2,
                 "you left out the T**2 factor: softening by T shrinks the gradients by 1/T**2, and multiplying by "

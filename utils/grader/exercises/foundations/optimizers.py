@@ -88,6 +88,14 @@ FUSED = ("torch._fused_sgd_", "torch._fused_adam_", "torch._fused_adamw_") + OPT
 
 # --------------------------------------------------------------------------- SGD: the mistakes' skeleton
 
+def closure_loss(closure):
+    """What step(closure) does first: the closure's loss, computed with autograd on (None without a closure)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class _SGD(torch.optim.Optimizer):
     """Single-tensor SGD with momentum, L2 weight decay and Nesterov, in overridable pieces (for the mistakes)."""
 
@@ -114,10 +122,7 @@ class _SGD(torch.optim.Optimizer):
         p.add_(g, alpha=-h["lr"])
 
     def evaluate(self, closure):
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+        return closure_loss(closure)
 
     def momentum_state(self, p):
         return self.state[p]
@@ -262,8 +267,12 @@ register(OptimizerExercise(
     oracle=eager(torch.optim.SGD),
     cases=SGD_CASES,
     forbidden=FUSED,
-    hint="g = grad + wd·p;  buf = g at the first step, then μ·buf + g;  d = g + μ·buf (Nesterov) or buf;  "
-         "p -= lr·d   (eqs. sgd-decay, sgd-momentum, sgd-nesterov)",
+    hints=("three stages per parameter: L2 decay into the gradient, the momentum buffer, then the step; read every "
+           "hyper-parameter from its group   (eqs. sgd-decay, sgd-momentum, sgd-nesterov)",
+           "the buffer lives in self.state[p]: a copy of the (decayed) gradient at the first step, updated in place "
+           "afterwards; PyTorch sums, it does not average",
+           "g = grad + wd·p;  buf = g at the first step, then μ·buf + g;  d = g + μ·buf (Nesterov) or buf;  "
+           "p -= lr·d   (eqs. sgd-decay, sgd-momentum, sgd-nesterov)"),
     mistakes=[
         Mistake("momentum as a running average", SGDAverage,
                 "your momentum buffer is an average μ·buf + (1−μ)·g started at zero: PyTorch sums, buf = μ·buf + g "
@@ -342,10 +351,7 @@ class _Adam(torch.optim.Optimizer):
         return p.grad is None
 
     def evaluate(self, closure):
-        if closure is None:
-            return None
-        with torch.enable_grad():
-            return closure()
+        return closure_loss(closure)
 
     def state_of(self, p):
         return self.state[p]
@@ -490,7 +496,11 @@ register(OptimizerExercise(
     oracle=eager(torch.optim.Adam),
     cases=partial(_adam_cases, 0.0),
     forbidden=FUSED,
-    hint=ADAM_HINT + ";  Adam's weight decay is L2: g += wd·p first",
+    hints=("two moving averages per parameter, of g and of g², both started at zero and bias-corrected with this "
+           "parameter's own step count   (eqs. adam-m, adam-v, adam-hat, adam-update)",
+           "state[p] holds step, exp_avg and exp_avg_sq; increment the step before the correction; Adam's weight "
+           "decay is L2, added to the gradient before the moments; ε goes outside the square root",
+           ADAM_HINT + ";  Adam's weight decay is L2: g += wd·p first"),
     mistakes=[
         Mistake("no bias correction", AdamNoBiasCorrection, NO_BIAS),
         Mistake("eps inside the sqrt", AdamEpsInsideSqrt, EPS_INSIDE),
@@ -524,14 +534,19 @@ register(OptimizerExercise(
     oracle=eager(torch.optim.AdamW),
     cases=partial(_adam_cases, 0.01),
     forbidden=FUSED,
-    hint="p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  " + ADAM_HINT,
+    hints=("Adam with the weight decay taken out of the gradient: the weights shrink on their own, the moments see "
+           "the raw gradient   (eq. adamw)",
+           "shrink the old weights first, by the factor PyTorch uses (learning rate times weight_decay), then take "
+           "the Adam step; parameters without a gradient are not decayed",
+           "p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  " + ADAM_HINT),
     mistakes=[
         Mistake("L2 instead of decoupled decay", AdamWL2,
                 "you added wd·p to the gradient (L2, Adam's weight decay): AdamW decouples it, p ← p·(1 − lr·wd), "
                 "and the moments see the raw gradient only."),
         Mistake("decay not scaled by lr", AdamWNotScaledByLr,
-                "your decay is p ← p·(1 − wd): PyTorch scales it by the learning rate, p ← p·(1 − lr·wd), so the "
-                "schedule anneals the decay too."),
+                "your decay is p ← p·(1 − wd): PyTorch multiplies weight_decay by the learning rate, "
+                "p ← p·(1 − lr·wd), and the grader follows PyTorch. (Loshchilov & Hutter scale the decay by the "
+                "schedule multiplier, not by the learning rate; lr·wd is PyTorch's convention.)"),
         Mistake("decay after the update", AdamWDecayAfterUpdate,
                 "you shrink p after the Adam step: PyTorch shrinks the old weights first, p ← p·(1 − lr·wd), then "
                 "subtracts lr·m̂/(√v̂ + ε)."),
@@ -638,8 +653,12 @@ register(ScheduleExercise(
     oracle=cosine_lr_spec,
     cases=cosine_lr_cases,
     properties=[Property("the rate stays in [0, max_lr], and in [min_lr, max_lr] after warmup", _within_bounds)],
-    hint="step < warmup: max_lr·step/warmup;  step > total: min_lr;  otherwise "
-         "min_lr + ½(1 + cos(π·(step − warmup)/(total − warmup)))·(max_lr − min_lr)   (eq. cosine-lr)",
+    hints=("three pieces: a linear ramp from 0 during warmup, half a cosine from max_lr down to min_lr, then "
+           "min_lr   (eq. cosine-lr)",
+           "the cosine's progress runs from 0 at warmup_steps to 1 at total_steps: "
+           "(step − warmup)/(total − warmup); return a Python float",
+           "step < warmup: max_lr·step/warmup;  step > total: min_lr;  otherwise "
+           "min_lr + ½(1 + cos(π·(step − warmup)/(total − warmup)))·(max_lr − min_lr)   (eq. cosine-lr)"),
     mistakes=[
         Mistake("warmup starts above zero", cos_warmup_plus_one,
                 "your warmup uses step + 1: the curriculum's (and the chapter's) warmup is max_lr·step/warmup_steps, "
@@ -806,8 +825,12 @@ register(GradientsExercise(
     cases=clip_grad_norm_cases,
     forbidden=CLIP_BUILTINS,
     properties=[Property("clipping twice changes nothing and leaves the norm at most max_norm", _idempotent)],
-    hint="total = ‖(‖g₁‖, ‖g₂‖, …)‖₂ over params with a grad;  every g *= min(1, max_norm/(total + 1e-6)) in place; "
-         "return total (a 0-dim tensor)   (eqs. clip-norm, clip-scale)",
+    hints=("one norm for all gradients together, one scale factor for every tensor, never above 1   "
+           "(eqs. clip-norm, clip-scale)",
+           "the global norm is the norm of the per-tensor norms; collect the grads in a list first (a generator is "
+           "read once) and scale p.grad in place",
+           "total = ‖(‖g₁‖, ‖g₂‖, …)‖₂ over params with a grad;  every g *= min(1, max_norm/(total + 1e-6)) in place; "
+           "return total (a 0-dim tensor)   (eqs. clip-norm, clip-scale)"),
     mistakes=[
         Mistake("clips each tensor separately", clip_per_tensor,
                 "you clipped each gradient by its own norm: clipping is by the global norm of all gradients "

@@ -153,7 +153,10 @@ register(Exercise(
         Property("every slice along dim sums to 1", _softmax_sums_to_one),
         Property("softmax(x + c) = softmax(x)", partial(_shift_invariant, fn_name="softmax")),
     ],
-    hint="s = exp(x - max(x, dim, keepdim=True)) / sum(exp(x - max), dim, keepdim=True)   (eq. sm-stable)",
+    hints=("subtract each slice's maximum along dim before exp, so that no exponent is positive   (eq. sm-stable)",
+           "reduce along dim with keepdim=True (amax, or max(...).values) so the max and the sum broadcast back "
+           "against x; never modify x in place",
+           "s = exp(x - max(x, dim, keepdim=True)) / sum(exp(x - max), dim, keepdim=True)   (eq. sm-stable)"),
     mistakes=[
         Mistake("no max shift", softmax_no_shift,
                 "your softmax overflows: exp(x) is inf for large x and inf/inf is NaN. Subtract the max along "
@@ -252,7 +255,9 @@ register(Exercise(
         Property("exp(log_softmax(x)) sums to 1 along dim", _exp_sums_to_one),
         Property("log_softmax(x + c) = log_softmax(x)", partial(_shift_invariant, fn_name="log_softmax")),
     ],
-    hint="log_softmax(x) = x - m - log(sum(exp(x - m), dim, keepdim=True)) with m = max(x, dim)   (eq. lsm)",
+    hints=("never form the probabilities: subtract the log of the normaliser from the shifted logits   (eq. lsm)",
+           "the log-sum-exp is stable with the slice max m taken out: m + log(sum(exp(x - m)))",
+           "log_softmax(x) = x - m - log(sum(exp(x - m), dim, keepdim=True)) with m = max(x, dim)   (eq. lsm)"),
     mistakes=[
         Mistake("log of softmax", log_softmax_of_softmax,
                 "log(softmax(x)) underflows: a probability below float's smallest number rounds to 0 and "

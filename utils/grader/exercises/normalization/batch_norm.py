@@ -338,9 +338,13 @@ register(ModuleExercise(
         Property("a state_dict from nn.BatchNorm2d loads and agrees (num_batches_tracked only if you keep it)",
                  _loads_torch_state_dict),
     ],
-    hint="train: y = (x - mean) / sqrt(var + eps) * weight + bias over dims (0, 2, 3, ...) with the biased var, then "
-         "running = (1 - momentum) * running + momentum * stat with the unbiased var; eval: use the running "
-         "statistics   (eqs. bn-train, bn-running, bn-eval)",
+    hints=("per channel, over every axis but 1: training normalises with the batch's statistics and updates the "
+           "running ones, eval uses the running ones and updates nothing   (eqs. bn-train, bn-running, bn-eval)",
+           "normalise with the biased variance, eps inside the square root; update the buffers in place under "
+           "no_grad with PyTorch's momentum (the weight of the new value) and the unbiased variance",
+           "train: y = (x - mean) / sqrt(var + eps) * weight + bias over dims (0, 2, 3, ...) with the biased var, then "
+           "running = (1 - momentum) * running + momentum * stat with the unbiased var; eval: use the running "
+           "statistics   (eqs. bn-train, bn-running, bn-eval)"),
     mistakes=[
         Mistake("momentum reversed", BNMomentumReversed,
                 "your running statistics use the momentum the other way round: PyTorch's convention is "

@@ -33,6 +33,9 @@ class LayerNormSpec(nn.LayerNorm):
 
 
 class RMSNormSpec(nn.RMSNorm):
+    """The curriculum's RMSNorm(dim, eps=1e-6): 1e-6 is LLaMA's value. nn.RMSNorm's own default is eps=None, the
+    machine epsilon of the computation type, so the exercise's default is passed explicitly."""
+
     def __init__(self, dim, eps=1e-6):
         super().__init__(dim, eps=eps)
 
@@ -236,8 +239,12 @@ register(ModuleExercise(
         Property("a state_dict from nn.LayerNorm loads and agrees (int and tuple shapes)", _ln_loads),
         Property("each row is normalised on its own", _ln_rows_independent),
     ],
-    hint="over the last len(normalized_shape) axes: y = (x - mean) / sqrt(var + eps) * weight + bias, biased var; "
-         "weight and bias have shape normalized_shape   (eq. ln-def)",
+    hints=("normalise each sample over its last len(normalized_shape) axes, then scale and shift per feature   "
+           "(eq. ln-def)",
+           "an int normalized_shape becomes a one-element tuple; reduce with keepdim=True, use the biased variance "
+           "and eps inside the square root; without affine parameters register weight and bias as None",
+           "over the last len(normalized_shape) axes: y = (x - mean) / sqrt(var + eps) * weight + bias, biased var; "
+           "weight and bias have shape normalized_shape   (eq. ln-def)"),
     mistakes=[
         Mistake("normalised over the batch axis", LNBatchAxis,
                 "you normalised over the batch axis (dim 0), as BatchNorm does: LayerNorm normalises each "
@@ -340,7 +347,12 @@ register(ModuleExercise(
         Property("a fresh module starts as nn.RMSNorm does (weight 1)", partial(starts_as, builtin=nn.RMSNorm, init=(8,))),
         Property("a state_dict from nn.RMSNorm loads and agrees", _rms_loads),
     ],
-    hint="y = x / sqrt(mean(x^2, dim=-1, keepdim=True) + eps) * weight: no mean subtracted, no bias   (eq. rms-def)",
+    hints=("RMSNorm only rescales each vector over its last axis by its root mean square; one weight, no bias   "
+           "(eq. rms-def)",
+           "the mean of the squares (keepdim=True) replaces the variance; eps goes inside the square root and comes "
+           "from the eps argument",
+           "y = x / sqrt(mean(x^2, dim=-1, keepdim=True) + eps) * weight: no mean subtracted, no bias   "
+           "(eq. rms-def)"),
     mistakes=[
         Mistake("subtracts the mean", RMSSubtractsMean,
                 "you subtracted the mean: RMSNorm only rescales, x / sqrt(mean(x^2) + eps); centring is what "

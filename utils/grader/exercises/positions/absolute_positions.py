@@ -13,8 +13,6 @@ from ...inputs import call, case, f32, f64, randn, strided
 from ...kinds import ModuleExercise, Script, Step
 from ...registry import register
 
-
-
 # --------------------------------------------------------------------------- sinusoidal_positional_encoding
 
 def sinusoid_spec(max_len, d_model, base=10000.0):
@@ -143,8 +141,14 @@ register(Exercise(
     # The angle p·ω reaches max_len (1023 here); float32 resolves such a number only to ~6e-5, so a correct
     # float32 computation (as in every code base) differs from the exact table by up to ~1e-4.
     tolerance={f32: (1e-5, 2e-4)},
-    hint="PE[p, 2i] = sin(p / base**(2i/d)), PE[p, 2i+1] = cos(p / base**(2i/d)): one frequency per pair of "
-         "columns, sin in the even column, cos in the odd one   (eq. pe-sin)",
+    hints=(
+        "the two columns of pair i, 2i and 2i+1, share one angle p * omega_i: compute a (max_len, d_model // 2) "
+        "table of angles, then its sine and cosine   (eq. pe-sin)",
+        "the angles are an outer product, positions (max_len, 1) times frequencies (d_model // 2,), with "
+        "omega_i = base**(-2i/d_model) where 2i is the even column index: arange(0, d_model, 2) / d_model",
+        "PE[p, 2i] = sin(p / base**(2i/d)), PE[p, 2i+1] = cos(p / base**(2i/d)): one frequency per pair of "
+        "columns, sin in the even column, cos in the odd one   (eq. pe-sin)",
+    ),
     mistakes=[
         Mistake("exponent i/d", sinusoid_exponent_i,
                 "your frequencies decay too slowly: pair i uses base**(-2i/d_model) (2i is the even column's "
@@ -271,8 +275,14 @@ register(ModuleExercise(
     signature="LearnedPositionalEmbedding(max_len, d_model)",
     oracle=LearnedPositionalEmbeddingSpec,
     cases=_learned_cases,
-    hint="self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02); forward: x + self.weight[:T] with "
-         "T = x.shape[1]   (eq. pe-learned)",
+    hints=(
+        "the module owns the whole (max_len, d_model) table as one trainable tensor named weight; forward adds "
+        "the rows of the first T positions to x   (eq. pe-learned)",
+        "a tensor is trained only when it is an nn.Parameter assigned to an attribute of the module; the rows "
+        "of positions 0 .. T-1 are weight[:T], with T = x.shape[1]",
+        "self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02); forward: x + self.weight[:T] with "
+        "T = x.shape[1]   (eq. pe-learned)",
+    ),
     mistakes=[
         Mistake("nn.Embedding submodule", LearnedEmbeddingSubmodule,
                 "your table lives in a submodule (its parameter is 'embedding.weight'): the exercise asks for a "

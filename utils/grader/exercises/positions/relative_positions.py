@@ -10,8 +10,6 @@ from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64
 from ...registry import register
 
-
-
 # --------------------------------------------------------------------------- relative_position_index
 
 def relative_index_spec(q_len, k_len, max_distance):
@@ -106,8 +104,14 @@ register(Exercise(
         Property("every index lies in [0, 2·max_distance]", _index_range),
         Property("entry (i, j) depends only on j - i", _index_is_toeplitz),
     ],
-    hint="idx[i, j] = clamp(j - i, -max_distance, max_distance) + max_distance: keys along columns, queries "
-         "along rows, a LongTensor   (eq. rel-clip)",
+    hints=(
+        "the entry for query i and key j depends on j - i only: build the (q_len, k_len) matrix of j - i first, "
+        "then turn each distance into a row of the table   (eq. rel-clip)",
+        "a column of query positions (q_len, 1) against a row of key positions (1, k_len) broadcasts to "
+        "(q_len, k_len); clip to [-max_distance, max_distance] and shift so the smallest row is 0",
+        "idx[i, j] = clamp(j - i, -max_distance, max_distance) + max_distance: keys along columns, queries "
+        "along rows, a LongTensor   (eq. rel-clip)",
+    ),
     mistakes=[
         Mistake("i - j", relative_i_minus_j,
                 "your distances have the wrong sign: the entry for query i and key j is j - i (a key to the "
@@ -265,8 +269,14 @@ register(Exercise(
         Property("the diagonal is 0 and past keys get a negative bias", _alibi_causal_rows),
         Property("slopes lie in (0, 1) and decrease within each group of heads", _alibi_slopes_decrease),
     ],
-    hint="m_h = 2**(-8(h+1)/n) for n a power of two; otherwise the slopes of the closest power of two c below n, "
-         "then every other slope of 2c, the first n - c of them; bias[h, i, j] = m_h * (j - i)   (eq. alibi-slopes)",
+    hints=(
+        "two steps: one slope per head (eq. alibi-slopes; eq. alibi-recipe when n_heads is not a power of two), "
+        "then the (seq_len, seq_len) matrix of distances j - i scaled by each head's slope   (eq. alibi-def)",
+        "for n a power of two the slopes are the geometric sequence 2**(-8/n), 2**(-16/n), ..., 2**(-8); for other "
+        "n start from the power of two c below n and add n - c slopes taken from the sequence for 2c",
+        "m_h = 2**(-8(h+1)/n) for n a power of two; otherwise the slopes of the closest power of two c below n, "
+        "then every other slope of 2c, the first n - c of them; bias[h, i, j] = m_h * (j - i)   (eq. alibi-slopes)",
+    ),
     mistakes=[
         Mistake("geometric in n for any n", alibi_geometric_any_n,
                 "for a head count that is not a power of two the paper does not use 2**(-8(h+1)/n): it takes the "
@@ -278,20 +288,21 @@ register(Exercise(
                 "you used -m·|j - i|: the exercise asks for m·(j - i), which is positive for future keys (the "
                 "causal mask removes them)."),
         Mistake("slopes reversed", alibi_reversed,
-                "your slopes are in reverse order: head 0 gets the LARGEST slope (1/2 for 8 heads), then they "
-                "shrink geometrically."),
+                "your slopes are in reverse order: when n is a power of two, head 0 gets the LARGEST slope, "
+                "2**(-8/n) (1/2 for 8 heads), and they shrink geometrically; for other n the first c heads keep "
+                "that order and the extra heads follow them."),
         Mistake("first slope is 1", alibi_first_slope_one,
                 "your slopes start at 1: with 8 heads they are 1/2, 1/4, ..., 1/256, i.e. 2**(-8(h+1)/n) with "
-                "h counted from 0."),
+                "h counted from 0 (for n a power of two; other n build on the power of two below)."),
         Mistake("extra slopes not strided", alibi_extra_not_strided,
                 "the extra heads take EVERY OTHER slope of 2c, starting with the first: slopes(2c)[0::2][:n - c], "
                 "not the first n - c slopes of 2c."),
         Mistake("extra slopes from the odd entries", alibi_extra_odd,
                 "your extra heads repeat slopes that the first c heads already have (slopes(2c)[1::2] is exactly "
                 "slopes(c)): they take slopes(2c)[0::2], every other slope of 2c starting at the first, the ones "
-                "that fall between the first c slopes."),
+                "the first c heads do not have (2**(-4/c), 2**(-12/c), ...)."),
         Mistake("next power of two, truncated", alibi_next_power,
                 "you took the slopes of the next power of two and kept the first n: the paper starts from the "
-                "power of two BELOW n and interleaves the extra slopes from 2c."),
+                "power of two c BELOW n and appends n - c slopes of 2c (every other one, from the first)."),
     ],
 ))

@@ -8,8 +8,6 @@ from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn
 from ...registry import register
 
-
-
 # --------------------------------------------------------------------------- the oracle: complex multiplication
 
 def rope_spec(x, positions=None, base=10000.0, interleaved=False):
@@ -241,8 +239,15 @@ register(Exercise(
     # ways of computing θ (base**(-2i/D) or exp(-2i·ln(base)/D)) round differently; measured, correct float32
     # implementations (HF Llama style, exp style) are off from the exact value by up to 1.2e-5.
     tolerance={f32: (1e-5, 5e-5)},
-    hint="angle[p, i] = p * base**(-2i/D); (x_a, x_b) -> (x_a cos - x_b sin, x_a sin + x_b cos) for the pairs "
-         "(i, i + D/2) (interleaved=False) or (2i, 2i+1) (interleaved=True)   (eq. rope-rotation)",
+    hints=(
+        "every row t and every pair i need one angle, positions[t] * theta_i (eq. rope-freq); each pair is then "
+        "turned by that angle (eq. rope-rotation); interleaved chooses which two coordinates form a pair",
+        "the angles are a (T, D/2) outer product; the pairs are x[..., :D//2] with x[..., D//2:] "
+        "(interleaved=False) or x[..., 0::2] with x[..., 1::2] (interleaved=True); compute the angles in float32 "
+        "or wider and cast cos and sin to x.dtype",
+        "angle[p, i] = p * base**(-2i/D); (x_a, x_b) -> (x_a cos - x_b sin, x_a sin + x_b cos) for the pairs "
+        "(i, i + D/2) (interleaved=False) or (2i, 2i+1) (interleaved=True)   (eq. rope-rotation)",
+    ),
     mistakes=[
         Mistake("rotate_half layout always", rope_half_always,
                 "with interleaved=True you still rotated the pairs (i, i + D/2): the interleaved layout rotates "

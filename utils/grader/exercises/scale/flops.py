@@ -10,7 +10,7 @@ from ....configs import PRESETS, TransformerConfig
 from ...core import Case, Exercise, Mistake
 from ...inputs import call
 from ...registry import register
-from .parameter_count import COUNTING_BUILTINS, describe_config, count_parts, non_embedding_params, random_config
+from .parameter_count import COUNTING_BUILTINS, count_parts, describe_config, non_embedding_params, random_config
 
 
 def _oracle(cfg: TransformerConfig, seq_len: int) -> int:
@@ -87,8 +87,14 @@ register(Exercise(
     oracle=_oracle,
     cases=_cases,
     forbidden=COUNTING_BUILTINS,
-    hint="6 * N + 6 * L * seq_len * H * head_dim, N = every parameter except the token embeddings, the position "
-         "table and the (untied) LM head   (eq. fl-train)",
+    hints=(
+        "two terms: 6 FLOPs per parameter of N (forward 2, backward 4), and an attention term no parameter "
+        "sees; N is Kaplan's non-embedding count   (eq. fl-train)",
+        "N = the exact parameter count minus the vocabulary matrices (V*d once if tied, twice if not) and the "
+        "position table; the attention term is per token, linear in seq_len, with the attention width H * head_dim",
+        "6 * N + 6 * L * seq_len * H * head_dim, N = every parameter except the token embeddings, the position "
+        "table and the (untied) LM head   (eq. fl-train)",
+    ),
     mistakes=[
         Mistake("2ND: forward only", flops_forward_only,
                 "2N + 2*L*T*H*hd is the FORWARD pass; training adds the backward pass, twice the forward "

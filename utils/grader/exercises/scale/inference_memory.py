@@ -80,7 +80,13 @@ register(Exercise(
     oracle=_oracle,
     cases=_cases,
     properties=[Property("the cache grows linearly with the context", _linear_in_context)],
-    hint="2 (K and V) * batch * seq_len * layers * kv_heads * head_dim * bytes_per_element   (eq. im-kv)",
+    hints=(
+        "count what one layer stores for one token of one sequence, then multiply by everything that repeats "
+        "it   (eq. im-kv)",
+        "each layer caches a K and a V tensor of shape (batch_size, num_kv_heads, seq_len, head_dim); multiply "
+        "the element count by bytes_per_element last, without converting ints to float",
+        "2 (K and V) * batch * seq_len * layers * kv_heads * head_dim * bytes_per_element   (eq. im-kv)",
+    ),
     mistakes=[
         Mistake("forgot K and V", kv_no_factor_2,
                 "the cache holds keys AND values: two tensors of batch x kv_heads x seq_len x head_dim per layer, "

@@ -1,17 +1,16 @@
 """Part 6, scale: parameter counts of a decoder-only Transformer, an LSTM and a conv2d (chapter scale/parameter_count).
 
 The oracles count the parameters of real PyTorch modules built on the meta device (shapes only, no
-memory): `build_meta_model(cfg)` below for a TransformerConfig, nn.LSTM and nn.Conv2d for the others.
+memory): `build_meta_model(cfg)` (utils.configs) for a TransformerConfig, nn.LSTM and nn.Conv2d for the others.
 """
 
 from __future__ import annotations
 
 import random
 
-import torch
 import torch.nn as nn
 
-from ....configs import PRESETS, TransformerConfig
+from ....configs import PRESETS, MetaTransformer, TransformerConfig, build_meta_model, module_params
 from ...core import Case, Exercise, Mistake, Property
 from ...inputs import call
 from ...registry import register
@@ -20,59 +19,7 @@ COUNTING_BUILTINS = ("Tensor.numel", "Tensor.nelement", "torch.numel")
 
 
 # --------------------------------------------------------------------------- the grader's own model
-
-def _norm(cfg: TransformerConfig, device) -> nn.Module:
-    if cfg.norm == "layernorm":
-        return nn.LayerNorm(cfg.hidden_size, device=device)            # weight and bias
-    if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.hidden_size, device=device)              # weight only
-    raise ValueError(f"unknown norm {cfg.norm!r}")
-
-
-class _Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig, device):
-        super().__init__()
-        d, hd = cfg.hidden_size, cfg.dim_per_head
-        q_dim, kv_dim = cfg.num_attention_heads * hd, cfg.kv_heads * hd
-        self.attn_norm = _norm(cfg, device)
-        self.q_proj = nn.Linear(d, q_dim, bias=cfg.qkv_bias, device=device)
-        self.k_proj = nn.Linear(d, kv_dim, bias=cfg.qkv_bias, device=device)
-        self.v_proj = nn.Linear(d, kv_dim, bias=cfg.qkv_bias, device=device)
-        self.o_proj = nn.Linear(q_dim, d, bias=cfg.out_bias, device=device)
-        self.mlp_norm = _norm(cfg, device)
-        if cfg.gated_mlp:
-            self.gate_proj = nn.Linear(d, cfg.intermediate_size, bias=cfg.mlp_bias, device=device)
-        self.up_proj = nn.Linear(d, cfg.intermediate_size, bias=cfg.mlp_bias, device=device)
-        self.down_proj = nn.Linear(cfg.intermediate_size, d, bias=cfg.mlp_bias, device=device)
-
-
-class MetaTransformer(nn.Module):
-    """The model a TransformerConfig describes, built from nn.Embedding / nn.Linear / norms (no forward)."""
-
-    def __init__(self, cfg: TransformerConfig, device="meta"):
-        super().__init__()
-        # _weight skips the normal_ initialisation, whose first call on the meta device costs seconds
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size,
-                                         _weight=torch.empty(cfg.vocab_size, cfg.hidden_size, device=device))
-        self.embed_positions = (nn.Embedding(cfg.learned_positions, cfg.hidden_size,
-                                             _weight=torch.empty(cfg.learned_positions, cfg.hidden_size,
-                                                                 device=device))
-                                if cfg.learned_positions else None)
-        self.layers = nn.ModuleList(_Block(cfg, device) for _ in range(cfg.num_hidden_layers))
-        self.norm = _norm(cfg, device)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False, device=device)
-        if cfg.tie_word_embeddings:
-            self.lm_head.weight = self.embed_tokens.weight
-
-
-def build_meta_model(cfg: TransformerConfig) -> MetaTransformer:
-    return MetaTransformer(cfg, device="meta")
-
-
-def module_params(module: nn.Module) -> int:
-    """Parameters of a module, each shared tensor once (what .parameters() yields)."""
-    return sum(p.numel() for p in module.parameters())
-
+# MetaTransformer, build_meta_model and module_params live in utils.configs (the chapters count on them too).
 
 def non_embedding_params(cfg: TransformerConfig) -> int:
     """Kaplan et al. 2020's N: every parameter but the vocabulary matrices and the position table."""
@@ -227,8 +174,14 @@ register(Exercise(
     cases=_count_cases,
     forbidden=COUNTING_BUILTINS,
     properties=[Property("each extra layer adds the same count", _more_layers_more_params)],
-    hint="V*d [+ P*d] + L*(2*norm + attention + MLP) + norm [+ V*d if untied]; attention = "
-         "d*H*hd + 2*d*kv*hd + H*hd*d (+ biases), MLP = 3*d*I (gated) or 2*d*I (+ biases)   (eq. pc-total)",
+    hints=(
+        "count the pieces one at a time: the vocabulary and position tables (eq. pc-embed), one block's "
+        "attention (eq. pc-attn) and MLP (eq. pc-mlp), a norm (d or 2d); then assemble them   (eq. pc-total)",
+        "k and v have kv_heads * head_dim outputs, q has H * head_dim (the input size of o); a bias adds one entry "
+        "per output; a tied head adds no matrix; each block has two norms and the model a final one",
+        "V*d [+ P*d] + L*(2*norm + attention + MLP) + norm [+ V*d if untied]; attention = "
+        "d*H*hd + 2*d*kv*hd + H*hd*d (+ biases), MLP = 3*d*I (gated) or 2*d*I (+ biases)   (eq. pc-total)",
+    ),
     mistakes=[
         Mistake("forgot biases", count_forgot_biases,
                 "you left out the biases: with qkv_bias the q, k, v projections add H*hd + 2*kv*hd, out_bias adds "
@@ -344,8 +297,14 @@ register(Exercise(
     oracle=_lstm_oracle,
     cases=_lstm_cases,
     forbidden=COUNTING_BUILTINS,
-    hint="per layer and direction: 4h(n_in + h) + 8h with bias; n_in = input_size for layer 0, h * directions "
-         "after   (eq. pc-lstm)",
+    hints=(
+        "work one layer and one direction at a time: list the weight matrices and bias vectors nn.LSTM creates "
+        "(named_parameters() on a small one shows them)   (eq. pc-lstm)",
+        "per layer and direction: weight_ih is 4h x n_in, weight_hh is 4h x h, bias_ih and bias_hh 4h each; "
+        "a bidirectional layer has two of each",
+        "per layer and direction: 4h(n_in + h) + 8h with bias; n_in = input_size for layer 0, h * directions "
+        "after   (eq. pc-lstm)",
+    ),
     mistakes=[
         Mistake("one bias vector", lstm_one_bias,
                 "nn.LSTM has two bias vectors per layer and direction, b_ih and b_hh, each 4h: 8h in all, not 4h."),
@@ -430,7 +389,13 @@ register(Exercise(
     oracle=_conv_oracle,
     cases=_conv_cases,
     forbidden=COUNTING_BUILTINS,
-    hint="C_out * (C_in / groups) * k_h * k_w + C_out (bias); kernel_size may be an int or a pair   (eq. pc-conv)",
+    hints=(
+        "every output channel has one filter: how many input channels does it see when the channels are split "
+        "into groups?   (eq. pc-conv)",
+        "the weight of nn.Conv2d has shape (out_channels, in_channels // groups, k_h, k_w); the bias has "
+        "out_channels entries; an int kernel_size means (k, k)",
+        "C_out * (C_in / groups) * k_h * k_w + C_out (bias); kernel_size may be an int or a pair   (eq. pc-conv)",
+    ),
     mistakes=[
         Mistake("ignores groups", conv_ignores_groups,
                 "with groups=g each output channel sees only C_in / g input channels: the weight is "

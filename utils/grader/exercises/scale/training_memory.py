@@ -7,7 +7,12 @@ Oracles are the papers' formulas, written as lookup tables:
   partitions the optimizer states over N_d GPUs, stage 2 (P_os+g) the gradients too, stage 3 (P_os+g+p)
   the weights too.
 - activations: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large Transformer Models",
-  Table 2 (bytes per layer, 16-bit activations, 1-byte dropout masks).
+  Table 2 (bytes per layer, 16-bit activations, 1-byte dropout masks), built from the per-term accounting of
+  section 4.1 (ACTIVATION_TERMS below). Under tensor parallelism the terms stored outside the split matmuls stay
+  whole on every GPU: the two LayerNorm inputs, the inputs of the column-parallel QKV and MLP up-projections (the
+  LayerNorm outputs, which such a layer needs whole and keeps for its weight gradient; apex/Megatron's
+  LinearWithGradAccumulationAndAsyncCommunication saves its input, all-gathered again in the backward pass with
+  sequence parallelism) and the two post-block dropout masks: 2 + 2 + 2 + 2 + 1 + 1 = 10 sbh.
 """
 
 from __future__ import annotations
@@ -92,7 +97,13 @@ register(Exercise(
     oracle=_state_oracle,
     cases=_state_cases,
     properties=[Property("each ZeRO stage needs less memory than the one before", _state_monotone)],
-    hint="stage 0: 16 Psi; 1: 4 Psi + 12 Psi / N; 2: 2 Psi + 14 Psi / N; 3: 16 Psi / N   (eq. tm-zero)",
+    hints=(
+        "model states are three pieces, weights, gradients and optimizer states, at 2, 2 and 12 bytes per "
+        "parameter; a ZeRO stage decides which pieces are split over the GPUs   (eqs. tm-16, tm-zero)",
+        "each stage splits one more piece, dividing it by n_gpus: stage 1 the optimizer states, stage 2 also the "
+        "gradients, stage 3 also the weights",
+        "stage 0: 16 Psi; 1: 4 Psi + 12 Psi / N; 2: 2 Psi + 14 Psi / N; 3: 16 Psi / N   (eq. tm-zero)",
+    ),
     mistakes=[
         Mistake("no fp32 master weights", state_no_master_weights,
                 "mixed-precision Adam keeps an fp32 copy of the weights besides the momentum and variance: "
@@ -116,16 +127,38 @@ register(Exercise(
 
 # --------------------------------------------------------------------------- activation_bytes_per_layer
 
+# What one layer saves for its backward pass (Korthikanti et al. 2022, section 4.1): bytes in units of sbh, in
+# units of as^2b, and whether tensor parallelism splits the term over the t GPUs (section 4.2.1).
+ACTIVATION_TERMS = {
+    "LayerNorm 1 input": (2, 0, False),
+    "QKV projection input (LayerNorm 1 output)": (2, 0, False),
+    "Q and K for QK^T": (4, 0, True),
+    "softmax output": (0, 2, True),
+    "attention dropout mask": (0, 1, True),
+    "dropout output and V for PV": (2, 2, True),
+    "output projection input": (2, 0, True),
+    "attention-output dropout mask": (1, 0, False),
+    "LayerNorm 2 input": (2, 0, False),
+    "MLP up-projection input (LayerNorm 2 output)": (2, 0, False),
+    "GELU input": (8, 0, True),
+    "MLP down-projection input": (8, 0, True),
+    "MLP dropout mask": (1, 0, False),
+}
+WHOLE_SBH = sum(c for c, _, split in ACTIVATION_TERMS.values() if not split)      # 10: replicated under TP
+SPLIT_SBH = sum(c for c, _, split in ACTIVATION_TERMS.values() if split)          # 24
+SCORES_AS2B = sum(q for _, q, _ in ACTIVATION_TERMS.values())                     # 5: all inside attention
+
+
 def _act_oracle(seq_len, batch_size, hidden_size, n_heads, tensor_parallel=1, sequence_parallel=False,
                 recompute="none"):
     s, b, h, a, t = seq_len, batch_size, hidden_size, n_heads, tensor_parallel
     if recompute == "full":
         return float(s * b * h * 2)                                   # Table 2, full activation recompute
+    linear = (WHOLE_SBH + SPLIT_SBH) / t if sequence_parallel else WHOLE_SBH + SPLIT_SBH / t   # 34/t or 10 + 24/t
     if recompute == "selective":
-        return float(s * b * h * (34 / t if sequence_parallel else 10 + 24 / t))
+        return float(s * b * h * linear)
     if recompute == "none":
-        scores = 5 * a * s / (h * t)
-        return float(s * b * h * ((34 / t if sequence_parallel else 10 + 24 / t) + scores))
+        return float(s * b * h * (linear + SCORES_AS2B * a * s / (h * t)))
     raise ValueError(f"recompute must be 'none', 'selective' or 'full', not {recompute!r}")
 
 
@@ -196,18 +229,28 @@ register(Exercise(
               "sequence_parallel=False, recompute='none') -> float",
     oracle=_act_oracle,
     cases=_act_cases,
-    hint="none: sbh(10 + 24/t + 5as/(ht)), with SP sbh(34/t + 5as/(ht)); selective: drop the 5as/(ht) term; "
-         "full: 2sbh   (eq. tm-act, Korthikanti et al. 2022, Table 2)",
+    hints=(
+        "write the bytes as sbh times (a linear part + a part for the attention matrix, proportional to s); "
+        "parallelism and recomputation each change one of the two   (eq. tm-act)",
+        "linear part: 10 + 24/t with tensor parallelism alone (10 sbh stay whole on every GPU), 34/t with "
+        "sequence parallelism; score part 5as/(ht), gone with selective recomputation; full recomputation keeps "
+        "the layer input only",
+        "none: sbh(10 + 24/t + 5as/(ht)), with SP sbh(34/t + 5as/(ht)); selective: drop the 5as/(ht) term; "
+        "full: 2sbh   (eq. tm-act, Korthikanti et al. 2022, Table 2)",
+    ),
     mistakes=[
         Mistake("forgot the attention scores", act_no_scores,
                 "you left out the 5as^2b bytes of the attention matrix (softmax output 2, dropout mask 1, dropout "
                 "output 2 bytes per score): the term that grows with s^2."),
         Mistake("sequence parallelism ignored", act_ignores_sp,
-                "sequence parallelism splits the 10sbh that tensor parallelism leaves whole (layer-norm and "
-                "dropout inputs) over the t GPUs: 34/t, not 10 + 24/t."),
+                "sequence parallelism also splits the 10sbh that tensor parallelism leaves whole on every GPU (the "
+                "two LayerNorm inputs, the QKV projection input and the MLP up-projection input, the two post-block "
+                "dropout masks) over the t GPUs: 34/t, not 10 + 24/t."),
         Mistake("tensor parallelism splits everything", act_tp_splits_all,
-                "tensor parallelism alone leaves 10sbh replicated on every GPU (the layer-norm inputs, the "
-                "attention and MLP dropouts); only with sequence parallelism does all of 34sbh divide by t."),
+                "tensor parallelism alone leaves 10sbh whole on every GPU: the two LayerNorm inputs (2 + 2), the "
+                "QKV projection input and the MLP up-projection input (2 + 2: the LayerNorm outputs, which a "
+                "column-parallel layer keeps whole) and the two post-block dropout masks (1 + 1); only with "
+                "sequence parallelism does all of 34sbh divide by t."),
         Mistake("attention scores not split", act_scores_not_split,
                 "tensor parallelism splits the heads, so each GPU keeps a/t heads' scores: 5as/(ht), not 5as/h."),
         Mistake("selective keeps the scores", act_selective_keeps_scores,
