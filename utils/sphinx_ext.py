@@ -2,9 +2,17 @@
 
 The links point at the chapter's exercise notebook and solution sheet, built from the repository
 URL and branch in _config.yml (jupyter-book passes them on as html_theme_options).
+
+It also keeps the build away from the reader's progress (HWLLM_NO_PROGRESS=1 for every kernel the
+build starts) and, when the site is built from executed copies of the chapters (utils.execute stages
+them and sets `hwllm_source_dir`), offers the chapters' own output-free notebooks for download.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 from docutils import nodes
 
@@ -57,7 +65,24 @@ def dedupe_scripts(app, pagename, templatename, context, doctree):
     scripts[:] = unique
 
 
+def restore_sources(app, exception):
+    """The page's download button serves _sources/<page>.ipynb: the chapter as committed (no outputs),
+    as when the build executed the chapters itself, not the staged copy carrying the outputs."""
+    source_dir = app.config.hwllm_source_dir
+    if exception is not None or not source_dir or app.builder.format != "html":
+        return
+    for docname in app.env.found_docs:
+        original = Path(source_dir) / f"{docname}.ipynb"
+        copied = Path(app.outdir) / "_sources" / f"{docname}.ipynb"
+        if original.is_file() and copied.is_file():
+            shutil.copyfile(original, copied)
+
+
 def setup(app):
+    # Kernels are child processes and inherit this: nothing the build runs writes the reader's progress.
+    os.environ["HWLLM_NO_PROGRESS"] = "1"
+    app.add_config_value("hwllm_source_dir", "", "env")
     app.connect("doctree-read", add_colab_links)
     app.connect("html-page-context", dedupe_scripts, priority=900)
+    app.connect("build-finished", restore_sources)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -25,6 +25,7 @@ ARTIFACTS = ROOT / "artifacts"
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 FAILURES: list[str] = []
+PAGES_AT_ONCE = 3  # chapter pages loading side by side
 
 
 def expect(ok: bool, what: str) -> None:
@@ -43,7 +44,7 @@ def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def open_page(browser, url: str):
+def open_page(browser, url: str, wait_until: str = "load"):
     """A page with the network cut off beyond 127.0.0.1, recording console errors and failed loads."""
     page = browser.new_page(viewport={"width": 1280, "height": 1600})
     log = {"errors": [], "external": [], "failed": []}
@@ -61,7 +62,7 @@ def open_page(browser, url: str):
     page.on("pageerror", lambda e: log["errors"].append(str(e)))
     page.on("requestfailed", lambda r: log["failed"].append(r.url))
     page.on("response", lambda r: log["failed"].append(f"{r.status} {r.url}") if r.status >= 400 else None)
-    page.goto(url, wait_until="load")
+    page.goto(url, wait_until=wait_until)
     return page, log
 
 
@@ -84,9 +85,16 @@ def chapter_pages() -> list[str]:
     return [c["file"].removeprefix("chapters/") for part in toc["parts"] for c in part["chapters"]]
 
 
-def check_chapter(browser, base: str, chapter: str) -> None:
+def open_chapter(browser, base: str, chapter: str):
+    """Start loading a chapter page (check_chapter waits for it): a few load side by side, since most of
+    a page's time is spent waiting on its MathJax and widgets rather than computing."""
+    return chapter, *open_page(browser, f"{base}/chapters/{chapter}.html", wait_until="commit")
+
+
+def check_chapter(opened) -> None:
     """Every chapter page: math typeset, every widget rendered, Colab links, figures, a clean console."""
-    page, log = open_page(browser, f"{base}/chapters/{chapter}.html")
+    chapter, page, log = opened
+    page.wait_for_load_state("load")
     wait_for_mathjax(page)
     views = page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
     if views:
@@ -167,8 +175,13 @@ def main(site: str) -> int:
             check_console(log, "softmax")
             page.close()
 
+            pending = []
             for chapter in chapter_pages():
-                check_chapter(browser, base, chapter)
+                pending.append(open_chapter(browser, base, chapter))
+                if len(pending) == PAGES_AT_ONCE:
+                    check_chapter(pending.pop(0))
+            for opened in pending:
+                check_chapter(opened)
             browser.close()
     finally:
         server.shutdown()

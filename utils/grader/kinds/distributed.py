@@ -233,10 +233,15 @@ class DistributedExercise(Exercise):
                  "stuck": f"rank {r} was waiting for a message{at(res)}",
                  "silent": f"rank {r} never returned"}[res.status] for r, res in enumerate(ranks)]
         text = f"stopped after {self.timeout:g} s: " + "; ".join(said)
-        if world > 1 and all(res.status == "stuck" for res in ranks):
+        # the last clause names the kind of hang; the engine matches hangs by it alone (which rank had got where
+        # when the group was stopped depends on the machine's load): a rank slow to report counts as waiting
+        waiting = [res.status in ("stuck", "silent") for res in ranks]
+        if world > 1 and all(waiting) and any(res.status == "stuck" for res in ranks):
             text += ": every rank waits for another, a deadlock"
-        elif any(res.status == "stuck" for res in ranks):
+        elif any(res.status == "stuck" for res in ranks) and not any(res.status == "timeout" for res in ranks):
             text += ": a rank waits for a message that is never sent"
+        else:
+            text += ": a rank never finished"
         return text
 
     # -- a child: one rank of one case
