@@ -60,22 +60,25 @@ build: setup ## execute the chapters once and build the website into _build/html
 	$(EXECUTE) chapters
 	@$(MAKE) --no-print-directory site
 
-smoke: setup ## open the built site in headless Chromium, offline: math, widget, Colab links, console
-	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || $(MAKE) --no-print-directory chromium
+smoke: setup ## open the built site in headless Chromium, offline: math, widgets, links, console, phone width
+	@(command -v chromium >/dev/null || command -v chromium-browser >/dev/null) && fc-list :lang=zh | grep -q . \
+	  || $(MAKE) --no-print-directory chromium
 	$(PY) tests/browser/smoke.py $(SITE)
 
 chromium:
-	@echo "installing Debian's chromium for the browser smoke test"
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	 else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	@echo "installing Debian's chromium and CJK fonts (fonts-noto-cjk: screenshots show Chinese) for the browser test"
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; \
+	 else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null; fi
 
 book: generate build ## set everything up and build the website
 	@echo
 	@echo "The book is built: open $(SITE)/index.html in a browser."
 	@echo "To practise, start Jupyter on the exercise notebooks:  make jupyter"
 
-jupyter: setup ## start Jupyter on exercises/
-	$(BIN)/jupyter notebook exercises/
+# The book's root, so that chapters/, exercises/ and solutions/ are all reachable; --allow-root where make runs
+# as root (a container), which Jupyter otherwise refuses.
+jupyter: setup ## start JupyterLab at the book's root (chapters/, exercises/, solutions/)
+	$(BIN)/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # CI: set-up, lint, every notebook once; then the unit tests side by side with the generated-notebook
 # check, the website build from the executed chapters and the browser test (the notebooks run alone,

@@ -91,8 +91,29 @@ def open_chapter(browser, base: str, chapter: str):
     return chapter, *open_page(browser, f"{base}/chapters/{chapter}.html", wait_until="commit")
 
 
+PHONE = {"width": 390, "height": 844}
+PHONE_SHOT = "scale/training_memory"       # a page with a wide widget (the memory calculator) and tables
+# Horizontal overflow of the page itself, and the elements that cause it: the outermost ones past the right
+# edge that no scrolling box of their own clips (a display equation scrolling inside its box is fine).
+OVERFLOW = """() => {
+  const w = window.innerWidth;
+  const clipped = e => { for (let a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    const o = getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return true; }
+    return false; };
+  const culprits = [...document.querySelectorAll('article.bd-article *')]
+    .filter(e => e.getBoundingClientRect().right > w + 1 && !clipped(e))
+    .filter(e => !e.parentElement || e.parentElement.getBoundingClientRect().right <= w + 1)
+    .slice(0, 3).map(e => e.tagName.toLowerCase() + (typeof e.className === 'string' && e.className ?
+      '.' + e.className.split(' ')[0] : '') + ' ' + (e.textContent || '').trim().slice(0, 40));
+  return {overflow: document.documentElement.scrollWidth > w + 1, width: document.documentElement.scrollWidth,
+          culprits};
+}"""
+
+
 def check_chapter(opened) -> None:
-    """Every chapter page: math typeset, every widget rendered, Colab links, figures, a clean console."""
+    """Every chapter page: math typeset, every widget rendered, Colab links, figures, a clean console; no
+    solution marker, every solution collapsed behind its toggle; and at phone width (390 px) nothing makes
+    the page scroll sideways."""
     chapter, page, log = opened
     page.wait_for_load_state("load")
     wait_for_mathjax(page)
@@ -110,6 +131,21 @@ def check_chapter(opened) -> None:
     expect(ok, f"{chapter}: {typeset} formulas, {pending} math errors, {views} widget views, {links} Colab links, "
                f"{broken} broken images, console {log['errors'][:2]}, failed loads {log['failed'][:2]}, "
                f"external {log['external'][:2]}")
+    html = page.content()
+    toggles = page.locator("details.hide.above-input summary", has_text="Show solution").count()
+    markers = sum(html.count(m) for m in ("# BEGIN SOLUTION", "# END SOLUTION"))
+    expect(markers == 0 and toggles >= 1,
+           f"{chapter}: no solution marker on the page ({markers}), solutions behind 'Show solution' ({toggles})")
+    expect(all(d.get_attribute("open") is None for d in page.locator("details.hide.above-input").all()),
+           f"{chapter}: every solution starts collapsed")
+    page.set_viewport_size(PHONE)
+    page.wait_for_timeout(300)            # the theme and the widgets lay out again
+    wide = page.evaluate(OVERFLOW)
+    expect(not wide["overflow"], f"{chapter} at {PHONE['width']} px: the page does not scroll sideways "
+                                 f"(page {wide['width']} px; widest {wide['culprits']})")
+    if chapter == PHONE_SHOT:
+        page.screenshot(path=str(ARTIFACTS / "smoke-phone.png"), full_page=False)
+        print(f"  screenshot (CI artifact): {(ARTIFACTS / 'smoke-phone.png').relative_to(ROOT)}")
     page.close()
 
 
