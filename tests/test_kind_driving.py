@@ -748,9 +748,11 @@ def test_verdicts_are_identical_when_run_twice(ex, impl):
 @pytest.mark.parametrize("ex,impl", [(GENERATE, generate_loop), (BEAM_SEARCH, beam_search_tensors)])
 def test_a_check_finishes_within_a_second(ex, impl):
     evaluate(ex, impl)
-    start = time.perf_counter()
+    # CPU seconds of this process: what the check costs, whatever else the machine runs (CI runs the unit
+    # tests beside the website build, so wall time here would measure the build too)
+    start = time.process_time()
     report = evaluate(ex, impl)
-    assert report.passed and time.perf_counter() - start < 1.0
+    assert report.passed and time.process_time() - start < 1.0
 
 
 # =========================================================================== tests: the scripted model
@@ -900,8 +902,8 @@ def test_the_references_outcomes_are_deterministic(ex):
 
 def test_the_first_check_in_a_fresh_process_finishes_within_a_second():
     code = ("import sys, time; sys.path[:0] = ['tests', '.']; import test_kind_driving as T; "
-            "from utils.grader.core import evaluate; t = time.perf_counter(); "
-            "r = evaluate(T.GENERATE, T.generate_loop); print(r.passed, time.perf_counter() - t)")
+            "from utils.grader.core import evaluate; t = time.process_time(); "
+            "r = evaluate(T.GENERATE, T.generate_loop); print(r.passed, time.process_time() - t)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
