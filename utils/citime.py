@@ -211,6 +211,11 @@ def _projection(sections: list[list[dict]], n_ch: int, n_lang: int, cores: int, 
         projected, floor = projected + w, floor + cpu
     per = projected / TARGET_CHAPTERS
     verdict = "within" if per <= BUDGET_PER_CHAPTER else "OVER"
+    ran = {p["name"] for section in sections for p in section}
+    missing = [name for name in ORDER if name not in ran]
+    if missing:
+        print(f"  INCOMPLETE: {', '.join(missing)} did not run, so the projection below leaves them out")
+        verdict = "(incomplete) " + verdict
     print(f"  projected total {projected:.0f} s = {projected / 60:.1f} min for {TARGET_CHAPTERS} chapters: "
           f"{per:.1f} s per chapter, {verdict} the budget of {BUDGET_PER_CHAPTER:g} s per chapter "
           f"({TARGET_CHAPTERS * BUDGET_PER_CHAPTER / 60:g} min); on an idle machine about {floor:.0f} s "
