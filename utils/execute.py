@@ -55,7 +55,12 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "_build" / ".staged"
 TIMES = ROOT / "_build" / "ci" / "notebooks.json"
 BUDGET = float(os.environ.get("HWLLM_NOTEBOOK_BUDGET", "15"))
-HARD_STOP = 4  # a notebook still running at HARD_STOP x BUDGET is stopped
+HARD_STOP = 2  # a notebook still running at HARD_STOP x BUDGET is stopped
+# Known, not understood: about one run in five of a notebook whose cell displays an ipywidgets `interactive`
+# (exercises/foundations/activations, cell 43) waits about a minute for that cell's execute_reply while its
+# kernel sits idle, only when two kernels run at once (cold or forked kernels alike; never one at a time,
+# never under plain nbclient or nbval in 10 runs each). A notebook over budget is therefore run once more,
+# alone, in a cold kernel; it passes only if that run is within the budget, and the report says so.
 # The grader's promise: a check finishes within a second, the first one in a fresh kernel included. The
 # first check cell of every notebook (a line starting `check(`) is held to it; in the chapters it grades the
 # book's own solution, so every lazy import and first-use cost of the grader is inside it.
@@ -283,6 +288,7 @@ class Result:
     slowest: list = field(default_factory=list)  # [(seconds, cell index)], three slowest cells
     cell_seconds: dict = field(default_factory=dict)  # cell index -> seconds, every code cell that ran
     first_check: tuple | None = None  # (seconds, cell index) of the notebook's first check cell
+    rerun_after: float | None = None  # seconds of a first run over budget, when the notebook was run again
 
 
 def kernel_env(jobs: int) -> dict:
@@ -484,7 +490,7 @@ def _worker(zygote: Zygote | None, tasks, out, env: dict, stage: Path | None, we
 
 
 def run_all(paths: list[Path], jobs: int, stage: Path | None, env: dict,
-            zygotes: list, website=None) -> list[Result]:
+            zygotes: list, website=None, merge: bool = False) -> list[Result]:
     """Execute `paths` in `jobs` worker processes (forked from this one, which runs no event loop, so
     they start at once), chapters first: they are what the website waits for."""
     import multiprocessing
@@ -533,8 +539,11 @@ def run_all(paths: list[Path], jobs: int, stage: Path | None, env: dict,
     for path in sorted(missing):  # a worker that died takes its notebook with it: say so
         results.append(Result(path, error=f"FAILED {path}: its worker process died before reporting"))
     if stage is not None:
+        kept = stage / "manifest.json"
+        if merge and kept.exists():          # a second run of some notebooks: keep the first run's entries
+            manifest = {**json.loads(kept.read_text()), **manifest}
         manifest.update({p.name: fingerprint(ROOT / p.name) for p in stage.iterdir() if (ROOT / p.name).is_file()})
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        kept.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return results
 
 
@@ -547,6 +556,8 @@ def report(results: list[Result], wall: float, preload: float | None) -> int:
     print(f"\nnotebook execution time (budget {BUDGET:g} s each{how}), slowest first:")
     for r in sorted(results, key=lambda r: -r.seconds):
         flag = "  FAILED" if r.error else ("  OVER BUDGET" if r.seconds > BUDGET else "")
+        if r.rerun_after is not None:
+            flag += f"  (run again: the first run took {r.rerun_after:.1f} s)"
         print(f"{r.seconds:6.1f} s  {r.path}{flag}")
     total = sum(r.seconds for r in results)
     print(f"{total:6.1f} s  total over {len(results)} notebooks, {wall:.1f} s wall")
@@ -609,6 +620,15 @@ def main(argv: list[str] | None = None) -> int:
     preload_wall = max(z.preload_wall for z in zygotes) if zygotes[0] else None
     print(f"executing {len(paths)} notebooks, {jobs} at a time")
     results = run_all(paths, jobs, stage, env, zygotes, website)
+    over = [r for r in results if not r.error and r.seconds > BUDGET]
+    if over:
+        print(f"running {len(over)} notebook(s) over budget once more, alone, in a cold kernel: "
+              + ", ".join(f"{r.path} ({r.seconds:.1f} s)" for r in over))
+        again = {r.path: r for r in run_all([ROOT / r.path for r in over], 1, stage, env, [None], website,
+                                             merge=True)}
+        for r in over:
+            again[r.path].rerun_after = r.seconds
+        results = [again.get(r.path, r) if r in over else r for r in results]
     wall = time.monotonic() - start
     times = Path(args.times)
     times.parent.mkdir(parents=True, exist_ok=True)
