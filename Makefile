@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PY     := $(BIN)/python
-NOTEBOOKS := chapters exercises solutions
+NOTEBOOKS := chapters exercises solutions zh
+CHAPTERS  := chapters zh/chapters
 SITE   := _build/html
 STAGE  := _build/.staged
 CITIME := $(PYTHON) -I utils/citime.py
@@ -29,14 +30,17 @@ $(BIN)/.installed: requirements.txt pyproject.toml
 
 setup: $(BIN)/.installed ## create .venv with the pinned requirements and the utils package (editable)
 
-generate: setup ## regenerate exercises/ and solutions/ from chapters/
+generate: setup ## regenerate both languages' chapters/, exercises/, solutions/ (and zh/...) from source/
 	$(PY) -m utils.notebook
 
-check-generated: setup ## fail when exercises/ or solutions/ are stale
+check-generated: setup ## fail when a generated file is stale, or a translation is missing or older than its English
 	$(PY) -m utils.notebook --check
 
-lint: setup ## ruff over utils, tests and the chapter notebooks
-	$(BIN)/ruff check utils tests chapters
+translations: setup ## list each chapter's missing and stale Chinese cells
+	$(PY) -m utils.bilingual
+
+lint: setup ## ruff over utils, tests and the chapters' sources
+	$(BIN)/ruff check utils tests source
 
 # Two pytest workers on two cores: one torch thread each, or they fight over the cores.
 unit: setup ## pytest tests/: the grader, every exercise and mistake, the generator
@@ -45,19 +49,22 @@ unit: setup ## pytest tests/: the grader, every exercise and mistake, the genera
 # Each notebook is executed once per run: utils.execute runs every notebook (two kernels at a time,
 # 15 s budget each, a raising cell fails) and writes the executed chapters into $(STAGE), a copy of the
 # book's source with execution turned off, from which `site` builds the website without executing again.
-notebooks: setup ## execute every notebook of chapters/ exercises/ solutions/ once (15 s each); stage the chapters
+notebooks: setup ## execute every notebook of both languages once (15 s each); stage the chapters
 	$(EXECUTE) $(NOTEBOOKS)
 
-stage: setup ## execute the chapters only, into the staging copy the website is built from
-	$(EXECUTE) chapters
+stage: setup ## execute the chapters only (both languages), into the staging copy the websites are built from
+	$(EXECUTE) $(CHAPTERS)
 
-site: setup ## build _build/html from the staged, executed chapters (no execution; fails on any error or warning)
+# Two books from one stage: English into _build/html, Chinese into _build/html/zh (same page paths).
+site: setup ## build _build/html and _build/html/zh from the staged chapters (no execution; fails on any warning)
 	$(EXECUTE) --verify
-	rm -rf $(SITE) _build/.doctrees _build/jupyter_execute
+	rm -rf $(SITE) _build/.doctrees _build/jupyter_execute _build/zh
 	$(BIN)/jupyter-book build $(STAGE) --path-output . --all -W -n --keep-going
+	$(BIN)/jupyter-book build $(STAGE)/zh --path-output _build/zh --all -W -n --keep-going
+	mv _build/zh/_build/html $(SITE)/zh
 
-build: setup ## execute the chapters once and build the website into _build/html
-	$(EXECUTE) chapters
+build: setup ## execute the chapters once and build both websites into _build/html
+	$(EXECUTE) $(CHAPTERS)
 	@$(MAKE) --no-print-directory site
 
 smoke: setup ## open the built site in headless Chromium, offline: math, widgets, links, console, phone width
@@ -77,7 +84,7 @@ book: generate build ## set everything up and build the website
 
 # The book's root, so that chapters/, exercises/ and solutions/ are all reachable; --allow-root where make runs
 # as root (a container), which Jupyter otherwise refuses.
-jupyter: setup ## start JupyterLab at the book's root (chapters/, exercises/, solutions/)
+jupyter: setup ## start JupyterLab at the book's root (exercises/, zh/exercises/, chapters/, ...)
 	$(BIN)/jupyter lab --notebook-dir=. $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 # CI: set-up, lint, every notebook once; then the unit tests side by side with the generated-notebook

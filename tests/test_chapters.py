@@ -10,7 +10,7 @@ import pytest
 from utils.grader import EXERCISES, list_exercises
 from utils.notebook import ROOT, chapters, has_solution, is_check_cell
 
-CHAPTERS = [p.relative_to(ROOT / "chapters").with_suffix("").as_posix() for p in chapters()]
+CHAPTERS = [p.relative_to(ROOT / "source").with_suffix("").as_posix() for p in chapters()]
 SECTIONS = ("Pitfalls", "Interview follow-ups", "Cost", "Cheat sheet")
 
 
@@ -70,3 +70,52 @@ def test_committed_without_outputs(chapter):
 def test_every_chapter_is_in_the_table_of_contents():
     from utils.grader.registry import reading_order
     assert sorted(reading_order()) == sorted(CHAPTERS)
+
+
+# --------------------------------------------------------------------------- the Chinese chapter
+
+ZH_SECTIONS = ("常见错误", "面试追问", "速查")
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _zh(chapter):
+    return nbformat.read(ROOT / "zh" / "chapters" / f"{chapter}.ipynb", as_version=4)
+
+
+def _prose(text: str) -> str:
+    """Markdown without math, code, links' targets and HTML tags: the words a reader reads."""
+    text = re.sub(r"\$\$.*?\$\$|\$[^$\n]*\$|```.*?```|`[^`]*`|\]\([^)]*\)|<[^>]+>|\{\w+\}", " ", text, flags=re.S)
+    return text
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_chinese_chapter_has_the_same_anatomy(chapter):
+    en, zh = _markdown(_notebook(chapter)), _markdown(_zh(chapter))
+    heads_en = re.findall(r"^(#+) ", en, flags=re.M)
+    heads_zh = re.findall(r"^(#+) ", zh, flags=re.M)
+    assert heads_en == heads_zh, f"{chapter}: the Chinese headings are not the English ones' levels and number"
+    zh_headings = re.findall(r"^##+ (.+)$", zh, flags=re.M)
+    for section in ZH_SECTIONS:
+        assert any(section in h for h in zh_headings), f"{chapter}: no '{section}' section in Chinese"
+    labels = sorted(re.findall(r"\$\$[ \t]*\(([\w:-]+)\)", en))
+    assert labels == sorted(re.findall(r"\$\$[ \t]*\(([\w:-]+)\)", zh)), f"{chapter}: equation labels differ"
+    assert sorted(re.findall(r"\{eq\}`([^`]+)`", en)) == sorted(re.findall(r"\{eq\}`([^`]+)`", zh)), \
+        f"{chapter}: equation references differ"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_the_chinese_chapter_is_written_in_chinese(chapter):
+    words = _prose(_markdown(_zh(chapter)))
+    cjk, latin = len(CJK.findall(words)), len(re.findall(r"[A-Za-z]", words))
+    assert cjk >= 1500 and cjk / (cjk + latin) >= 0.5, f"{chapter}: {cjk} Chinese characters, {latin} Latin letters"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_interview_follow_ups_end_with_the_spoken_answer_and_the_chain(chapter):
+    en, zh = _markdown(_notebook(chapter)), _markdown(_zh(chapter))
+    assert re.search(r"^###+ Say it in 30 seconds", en, flags=re.M), f"{chapter}: no 'Say it in 30 seconds'"
+    assert re.search(r"^###+ The follow-up chain", en, flags=re.M), f"{chapter}: no 'The follow-up chain'"
+    assert re.search(r"^###+ 30 秒口述版", zh, flags=re.M), f"{chapter}: no '30 秒口述版'"
+    assert re.search(r"^###+ 追问链", zh, flags=re.M), f"{chapter}: no '追问链'"
+    chain = re.split(r"^###+ The follow-up chain", en, flags=re.M)[1]
+    assert len(re.findall(r"^\d+\. \*\*", chain, flags=re.M)) >= 4, f"{chapter}: the chain has fewer than 4 steps"

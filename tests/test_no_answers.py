@@ -25,11 +25,11 @@ from utils.grader import Case, Exercise, Mistake, run
 from utils.grader.registry import EXERCISES, list_exercises
 from utils.notebook import BEGIN, END, ROOT
 
-CHAPTERS = [p.relative_to(ROOT / "chapters").as_posix() for p in gen.chapters()]
+CHAPTERS = [p.relative_to(ROOT / "source").as_posix() for p in gen.chapters()]
 
 
 def _chapter(rel: str):
-    return gen.normalise_chapter(nbformat.read(ROOT / "chapters" / rel, as_version=4), rel)
+    return gen.normalise_chapter(nbformat.read(ROOT / "source" / rel, as_version=4), rel)
 
 
 # --------------------------------------------------------------------------- no solution line in an exercise notebook
@@ -58,18 +58,20 @@ def _fenced_blocks(cells) -> list[str]:
     return [b for b in blocks if len(gen._squash(b)) >= gen.MIN_CHARS]
 
 
+@pytest.mark.parametrize("language", gen.LANGUAGES)
 @pytest.mark.parametrize("rel", CHAPTERS)
-def test_the_cheat_sheet_is_left_out_of_the_exercise_notebook_and_closes_the_solution_sheet(rel):
-    chapter = _chapter(rel)
+def test_the_cheat_sheet_is_left_out_of_the_exercise_notebook_and_closes_the_solution_sheet(rel, language):
+    chapter = gen.chapter_notebook(_chapter(rel), rel, language=language)
     _, sheet, _ = gen.split_cheat_sheet(chapter.cells)
-    assert sheet, f"{rel}: no cheat sheet"
+    assert sheet, f"{rel}: no cheat sheet ({language})"
     code = _fenced_blocks(sheet)
     assert code, f"{rel}: the cheat sheet has no code"
-    exercise = gen._squash("\n".join(c.source for c in gen.exercise_notebook(chapter, rel).cells))
+    exercise = gen._squash("\n".join(c.source for c in gen.exercise_notebook(chapter, rel, language=language).cells))
     shown = [block for block in code + [c.source for c in sheet] if gen._squash(block) in exercise]
-    assert not shown, f"exercises/{rel} still shows its cheat sheet: {shown[0][:200]}"
-    assert "cheatsheet" in exercise.lower() and "solutions/" + rel in exercise
-    solutions = gen._squash("\n".join(c.source for c in gen.solution_notebook(chapter, rel).cells))
+    assert not shown, f"{gen.PREFIX[language]}exercises/{rel} still shows its cheat sheet: {shown[0][:200]}"
+    assert ("cheatsheet" in exercise.lower() or "速查表" in exercise) and \
+        f"{gen.PREFIX[language]}solutions/{rel}" in exercise
+    solutions = gen._squash("\n".join(c.source for c in gen.solution_notebook(chapter, rel, language=language).cells))
     assert all(gen._squash(block) in solutions for block in code)
 
 

@@ -126,7 +126,7 @@ CHAPTER = [
 @pytest.fixture
 def tiny_book(tmp_path):
     root = tmp_path / "book"
-    (root / "chapters" / "part").mkdir(parents=True)
+    (root / "source" / "part").mkdir(parents=True)
     shutil.copy(gen.ROOT / "_config.yml", root / "_config.yml")
     (root / "_toc.yml").write_text("format: jb-book\nroot: intro\nparts:\n  - caption: 'Part 1: part'\n"
                                    "    chapters:\n      - file: chapters/part/double\n")
@@ -134,7 +134,7 @@ def tiny_book(tmp_path):
     nb.cells = [(nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell)(
         src, metadata={"tags": tags} if tags else {}) for kind, src, tags in CHAPTER]
     nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="stale output")]
-    nbformat.write(nb, root / "chapters" / "part" / "double.ipynb")
+    nbformat.write(nb, root / "source" / "part" / "double.ipynb")
     return root
 
 
@@ -142,15 +142,16 @@ def test_generate_then_nothing_is_stale(tiny_book):
     assert gen.stale(tiny_book)
     written = gen.generate(tiny_book)
     assert {p.relative_to(tiny_book).as_posix() for p in written} == {
-        "chapters/part/double.ipynb", "exercises/part/double.ipynb", "solutions/part/double.ipynb",
-        "utils/book_order.py"}
+        "source/part/double.ipynb", "utils/book_order.py", "zh/_config.yml", "zh/_toc.yml",
+        *(f"{lang}{folder}/part/double.ipynb" for lang in ("", "zh/") for folder in ("chapters", "exercises",
+                                                                                     "solutions"))}
     assert gen.stale(tiny_book) == []
     assert gen.generate(tiny_book) == []     # idempotent
 
 
 def test_editing_a_chapter_makes_its_copies_stale(tiny_book):
     gen.generate(tiny_book)
-    path = tiny_book / "chapters" / "part" / "double.ipynb"
+    path = tiny_book / "source" / "part" / "double.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.cells[5].source = nb.cells[5].source.replace("2 * x", "x + x")
     nbformat.write(nb, path)

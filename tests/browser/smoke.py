@@ -2,10 +2,12 @@
 
     python tests/browser/smoke.py _build/html
 
-Serves the site on 127.0.0.1, opens the intro and the softmax chapter in headless Chromium (Debian's
-`chromium`, driven by Playwright) with every request to another host refused, and asserts that the
-math was typeset by the site's own MathJax, the widget's initial state rendered, the Colab links are
-there, and the console shows no errors. Screenshots go to artifacts/ (paths printed in the log).
+Serves the site on 127.0.0.1 and checks both books, English at / and Chinese at /zh/, in headless
+Chromium (Debian's `chromium`, driven by Playwright) with every request to another host refused: the
+math was typeset by the site's own MathJax, the widgets' initial state rendered, the Colab links point
+at the notebooks in the page's language, the language switch lands on the same page, the search finds a
+chapter from a query in the page's language, the Chinese pages' prose is Chinese (measured), and the
+console shows no errors; every chapter page of both also at phone width. Screenshots go to artifacts/.
 """
 
 from __future__ import annotations
@@ -82,13 +84,35 @@ def chapter_pages() -> list[str]:
     import yaml
 
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
-    return [c["file"].removeprefix("chapters/") for part in toc["parts"] for c in part["chapters"]]
+    return [c["file"].removeprefix("chapters/") for part in toc["parts"] for c in part["chapters"]
+            if c["file"].startswith("chapters/")]
 
 
-def open_chapter(browser, base: str, chapter: str):
+# What each book shows in its own language.
+BOOKS = {
+    "en": {"path": "", "toggle": "Show solution", "colab": "", "search": ("rotary position", "positions/rope")},
+    "zh": {"path": "/zh", "toggle": "显示参考答案", "colab": "zh/", "search": ("旋转位置编码", "positions/rope")},
+}
+# The share of Chinese characters among the letters of a page's prose (paragraphs and list items, code and
+# math left out): a Chinese page must be written in Chinese, not carry a Chinese title over English text.
+PROSE = """() => {
+  const parts = [...document.querySelectorAll('article.bd-article p, article.bd-article li')]
+    .filter(e => !e.closest('pre, .cell_output, .output, mjx-container, table'))
+    .map(e => { const c = e.cloneNode(true); c.querySelectorAll('code, mjx-container, .math').forEach(x => x.remove());
+                return c.textContent; });
+  const text = parts.join(' ');
+  const cjk = (text.match(/[\u4e00-\u9fff]/g) || []).length;
+  const latin = (text.match(/[A-Za-z]/g) || []).length;
+  return {cjk, latin};
+}"""
+MIN_CJK_SHARE = 0.5        # Chinese characters over Chinese characters + Latin letters; English pages: about 0
+
+
+def open_chapter(browser, base: str, chapter: str, lang: str):
     """Start loading a chapter page (check_chapter waits for it): a few load side by side, since most of
     a page's time is spent waiting on its MathJax and widgets rather than computing."""
-    return chapter, *open_page(browser, f"{base}/chapters/{chapter}.html", wait_until="commit")
+    return (chapter, lang), *open_page(browser, f"{base}{BOOKS[lang]['path']}/chapters/{chapter}.html",
+                                       wait_until="commit")
 
 
 PHONE = {"width": 390, "height": 844}
@@ -112,9 +136,11 @@ OVERFLOW = """() => {
 
 def check_chapter(opened) -> None:
     """Every chapter page: math typeset, every widget rendered, Colab links, figures, a clean console; no
-    solution marker, every solution collapsed behind its toggle; and at phone width (390 px) nothing makes
-    the page scroll sideways."""
-    chapter, page, log = opened
+    solution marker, every solution collapsed behind its toggle; the language switch pointing at the same
+    chapter in the other book; the prose in the page's language (measured); and at phone width (390 px)
+    nothing makes the page scroll sideways."""
+    (chapter, lang), page, log = opened
+    book = BOOKS[lang]
     page.wait_for_load_state("load")
     wait_for_mathjax(page)
     views = page.locator("script[type='application/vnd.jupyter.widget-view+json']").count()
@@ -128,14 +154,30 @@ def check_chapter(opened) -> None:
     broken = page.evaluate("() => [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length")
     ok = typeset > 0 and pending == 0 and links == 2 and broken == 0 and not (log["external"] or log["failed"]
                                                                                 or log["errors"])
+    chapter = f"{lang}/{chapter}"
     expect(ok, f"{chapter}: {typeset} formulas, {pending} math errors, {views} widget views, {links} Colab links, "
                f"{broken} broken images, console {log['errors'][:2]}, failed loads {log['failed'][:2]}, "
                f"external {log['external'][:2]}")
     html = page.content()
-    toggles = page.locator("details.hide.above-input summary", has_text="Show solution").count()
+    toggles = page.locator("details.hide.above-input summary", has_text=book["toggle"]).count()
     markers = sum(html.count(m) for m in ("# BEGIN SOLUTION", "# END SOLUTION"))
     expect(markers == 0 and toggles >= 1,
-           f"{chapter}: no solution marker on the page ({markers}), solutions behind 'Show solution' ({toggles})")
+           f"{chapter}: no solution marker on the page ({markers}), solutions behind '{book['toggle']}' ({toggles})")
+    colab = page.get_attribute("a.colab-exercises", "href") or ""
+    name = chapter.split("/", 1)[1]
+    expect(colab.endswith(f"/{book['colab']}exercises/{name}.ipynb"),
+           f"{chapter}: the Colab link opens the exercise notebook in the page's language ({colab})")
+    other = "zh" if lang == "en" else "en"
+    switch = page.evaluate("() => { const a = document.querySelector('p.language-switch a'); return a && a.href; }")
+    expect(bool(switch) and switch.endswith(f"{BOOKS[other]['path']}/chapters/{name}.html"),
+           f"{chapter}: the language switch leads to the same chapter in the other language ({switch})")
+    prose = page.evaluate(PROSE)
+    share = prose["cjk"] / max(1, prose["cjk"] + prose["latin"])
+    if lang == "zh":
+        expect(prose["cjk"] >= 500 and share >= MIN_CJK_SHARE,
+               f"{chapter}: the prose is Chinese ({prose['cjk']} Chinese characters, {share:.0%} of its letters)")
+    else:
+        expect(share < 0.05, f"{chapter}: the prose is English ({share:.1%} Chinese characters)")
     expect(all(d.get_attribute("open") is None for d in page.locator("details.hide.above-input").all()),
            f"{chapter}: every solution starts collapsed")
     page.set_viewport_size(PHONE)
@@ -146,6 +188,84 @@ def check_chapter(opened) -> None:
     if chapter == PHONE_SHOT:
         page.screenshot(path=str(ARTIFACTS / "smoke-phone.png"), full_page=False)
         print(f"  screenshot (CI artifact): {(ARTIFACTS / 'smoke-phone.png').relative_to(ROOT)}")
+    page.close()
+
+
+def check_front_pages(browser, base: str, lang: str) -> None:
+    """The intro, the glossary, the search and the softmax chapter of one book, in detail."""
+    book = BOOKS[lang]
+    root = f"{base}{book['path']}"
+    print(f"[{lang}] intro: {root}/intro.html")
+    page, log = open_page(browser, f"{root}/intro.html")
+    wait_for_mathjax(page)
+    links = page.eval_on_selector_all("table a[href*='chapters/']", "els => els.map(e => e.href)")
+    expect(any(link.endswith(f"{book['path']}/chapters/foundations/softmax.html") for link in links),
+           f"{lang}/intro: the chapter map links the softmax chapter ({len(links)} chapter links)")
+    shot = ARTIFACTS / f"smoke-intro-{lang}.png"
+    page.screenshot(path=str(shot), full_page=False)
+    print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
+    check_console(log, f"{lang}/intro")
+    page.close()
+
+    page, log = open_page(browser, f"{root}/glossary.html")
+    rows = page.locator("article table tbody tr").count()
+    expect(rows >= 100, f"{lang}/glossary: the English-Chinese glossary lists {rows} terms")
+    check_console(log, f"{lang}/glossary")
+    page.close()
+
+    query, target = book["search"]
+    page, log = open_page(browser, f"{root}/search.html?q={query}")
+    try:
+        page.wait_for_selector("#search-results ul.search li", timeout=20000)
+    except Exception:  # noqa: BLE001 - reported below as no result
+        pass
+    hits = page.eval_on_selector_all("#search-results ul.search li a", "els => els.map(e => e.href)")
+    expect(any(f"chapters/{target}.html" in h for h in hits[:5]),
+           f"{lang}/search: the query {query!r} finds chapters/{target} among the first results ({hits[:3]})")
+    check_console(log, f"{lang}/search")
+    page.close()
+
+    url = f"{root}/chapters/foundations/softmax.html"
+    print(f"[{lang}] softmax: {url}")
+    page, log = open_page(browser, url)
+    wait_for_mathjax(page)
+    typeset = page.locator("mjx-container").count()
+    expect(typeset >= 10, f"{lang}/softmax: math typeset by the site's MathJax ({typeset} formulas)")
+    raw = page.evaluate("() => document.querySelector('main').innerText.includes('\\\\frac')")
+    expect(not raw, f"{lang}/softmax: no raw LaTeX left in the text")
+    tagged = page.locator("mjx-container[display='true']").count()
+    expect(tagged >= 5, f"{lang}/softmax: display equations rendered ({tagged})")
+    page.wait_for_selector(".widget-slider", timeout=20000)
+    expect(page.locator(".widget-slider").count() >= 1, f"{lang}/softmax: the temperature slider is rendered")
+    bars = page.locator(".temperature-bars").count()
+    expect(bars >= 1, f"{lang}/softmax: the widget's initial bar chart is rendered")
+    exercise = page.get_attribute("a.colab-exercises", "href") or ""
+    solution = page.get_attribute("a.colab-solutions", "href") or ""
+    expect(exercise.startswith("https://colab.research.google.com/github/")
+           and exercise.endswith(f"/{book['colab']}exercises/foundations/softmax.ipynb"),
+           f"{lang}/softmax: Colab link to the exercise notebook ({exercise})")
+    expect(solution.endswith(f"/{book['colab']}solutions/foundations/softmax.ipynb"),
+           f"{lang}/softmax: Colab link to the solution notebook ({solution})")
+    launch = page.locator(f"a[href*='colab.research.google.com'][href*='/{book['colab']}chapters/foundations/softmax']")
+    expect(launch.count() >= 1, f"{lang}/softmax: the book's Colab launch button opens the chapter in its language")
+    images = page.evaluate("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
+    expect(images >= 1, f"{lang}/softmax: the static figure is displayed ({images} images)")
+    page.locator(".widget-slider").first.scroll_into_view_if_needed()
+    shot = ARTIFACTS / f"smoke-softmax-{lang}.png"
+    page.screenshot(path=str(shot), full_page=False)
+    print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
+    page.goto(url, wait_until="load")
+    page.screenshot(path=str(ARTIFACTS / f"smoke-softmax-top-{lang}.png"), full_page=False)
+    switch = page.locator("p.language-switch a")
+    if switch.count():
+        switch.first.click()
+        page.wait_for_load_state("load")
+        other = "zh" if lang == "en" else "en"
+        expect(page.url.endswith(f"{BOOKS[other]['path']}/chapters/foundations/softmax.html"),
+               f"{lang}/softmax: following the language switch opens the same chapter in the other book ({page.url})")
+    else:
+        expect(False, f"{lang}/softmax: the page has a language switch")
+    check_console(log, f"{lang}/softmax")
     page.close()
 
 
@@ -164,58 +284,14 @@ def main(site: str) -> int:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
 
-            print(f"intro: {base}/intro.html")
-            page, log = open_page(browser, f"{base}/intro.html")
-            wait_for_mathjax(page)
-            links = page.eval_on_selector_all("table a[href*='chapters/']", "els => els.map(e => e.href)")
-            expect(any(link.endswith("chapters/foundations/softmax.html") for link in links),
-                   f"intro: the chapter map links the softmax chapter ({len(links)} chapter links)")
-            shot = ARTIFACTS / "smoke-intro.png"
-            page.screenshot(path=str(shot), full_page=False)
-            print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
-            check_console(log, "intro")
-            page.close()
-
-            url = f"{base}/chapters/foundations/softmax.html"
-            print(f"softmax: {url}")
-            page, log = open_page(browser, url)
-            wait_for_mathjax(page)
-            typeset = page.locator("mjx-container").count()
-            expect(typeset >= 10, f"softmax: math typeset by the site's MathJax ({typeset} formulas)")
-            raw = page.evaluate("() => document.querySelector('main').innerText.includes('\\\\frac')")
-            expect(not raw, "softmax: no raw LaTeX left in the text")
-            tagged = page.locator("mjx-container[display='true']").count()
-            expect(tagged >= 5, f"softmax: display equations rendered ({tagged})")
-            page.wait_for_selector(".widget-slider", timeout=20000)
-            expect(page.locator(".widget-slider").count() >= 1, "softmax: the temperature slider is rendered")
-            bars = page.locator(".temperature-bars").count()
-            expect(bars >= 1, "softmax: the widget's initial bar chart is rendered")
-            exercise = page.get_attribute("a.colab-exercises", "href") or ""
-            solution = page.get_attribute("a.colab-solutions", "href") or ""
-            expect(exercise.startswith("https://colab.research.google.com/github/")
-                   and exercise.endswith("/exercises/foundations/softmax.ipynb"),
-                   f"softmax: Colab link to the exercise notebook ({exercise})")
-            expect(solution.endswith("/solutions/foundations/softmax.ipynb"),
-                   f"softmax: Colab link to the solution notebook ({solution})")
-            launch = page.locator("a[href*='colab.research.google.com'][href*='chapters/foundations/softmax']")
-            expect(launch.count() >= 1, "softmax: the book's Colab launch button")
-            images = page.evaluate("() => [...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
-            expect(images >= 1, f"softmax: the static figure is displayed ({images} images)")
-            page.locator(".widget-slider").first.scroll_into_view_if_needed()
-            shot = ARTIFACTS / "smoke-softmax.png"
-            page.screenshot(path=str(shot), full_page=False)
-            print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
-            page.goto(url, wait_until="load")
-            page.screenshot(path=str(ARTIFACTS / "smoke-softmax-top.png"), full_page=False)
-            print(f"  screenshot (CI artifact): {(ARTIFACTS / 'smoke-softmax-top.png').relative_to(ROOT)}")
-            check_console(log, "softmax")
-            page.close()
-
+            for lang in BOOKS:
+                check_front_pages(browser, base, lang)
             pending = []
-            for chapter in chapter_pages():
-                pending.append(open_chapter(browser, base, chapter))
-                if len(pending) == PAGES_AT_ONCE:
-                    check_chapter(pending.pop(0))
+            for lang in BOOKS:
+                for chapter in chapter_pages():
+                    pending.append(open_chapter(browser, base, chapter, lang))
+                    if len(pending) == PAGES_AT_ONCE:
+                        check_chapter(pending.pop(0))
             for opened in pending:
                 check_chapter(opened)
             browser.close()

@@ -41,9 +41,10 @@ def book_parts() -> tuple:
     if toc.exists():
         import yaml
         parts = yaml.safe_load(toc.read_text(encoding="utf-8")).get("parts", [])
-        return tuple((p.get("caption", ""), tuple(e["file"].removeprefix("chapters/") for e in p.get("chapters", [])
-                                                   if e.get("file", "").startswith("chapters/")))
-                     for p in parts)
+        found = ((p.get("caption", ""), tuple(e["file"].removeprefix("chapters/") for e in p.get("chapters", [])
+                                              if e.get("file", "").startswith("chapters/")))
+                 for p in parts)
+        return tuple((caption, chapters) for caption, chapters in found if chapters)   # not the appendix
     try:
         from ..book_order import PARTS
     except ImportError:
