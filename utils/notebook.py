@@ -671,19 +671,25 @@ def _dump(nb) -> str:
     return nbformat.writes(nb, version=4) + "\n"
 
 
+def chapter_outputs(path: Path, root: Path = ROOT) -> dict[Path, str]:
+    """The files generated from one source: the source normalised, and its three notebooks per language."""
+    rel = path.relative_to(root / "source").as_posix()
+    source = normalise_chapter(nbformat.read(path, as_version=4), rel, root)
+    files = {path: _dump(source)}
+    for language in LANGUAGES:
+        base = root / PREFIX[language]
+        nb = chapter_notebook(source, rel, root, language)
+        files[base / "chapters" / rel] = _dump(nb)
+        files[base / "exercises" / rel] = _dump(exercise_notebook(nb, rel, root, language))
+        files[base / "solutions" / rel] = _dump(solution_notebook(nb, rel, root, language))
+    return files
+
+
 def outputs(root: Path = ROOT) -> dict[Path, str]:
     """Every file the generator owns, with its up-to-date text."""
     files = {}
     for path in chapters(root):
-        rel = path.relative_to(root / "source").as_posix()
-        source = normalise_chapter(nbformat.read(path, as_version=4), rel, root)
-        files[path] = _dump(source)
-        for language in LANGUAGES:
-            base = root / PREFIX[language]
-            nb = chapter_notebook(source, rel, root, language)
-            files[base / "chapters" / rel] = _dump(nb)
-            files[base / "exercises" / rel] = _dump(exercise_notebook(nb, rel, root, language))
-            files[base / "solutions" / rel] = _dump(solution_notebook(nb, rel, root, language))
+        files.update(chapter_outputs(path, root))
     for language in LANGUAGES:
         if (root / INTRO[language]).exists():
             files[root / INTRO[language]] = intro_text(root, language)
@@ -710,15 +716,17 @@ def stale(root: Path = ROOT) -> list[Path]:
     return bad + _orphans(root, set(want))
 
 
-def generate(root: Path = ROOT) -> list[Path]:
+def generate(root: Path = ROOT, only: Path | None = None) -> list[Path]:
+    """Write every stale generated file and remove orphans; with `only` (a source notebook), just the files
+    generated from it (while a chapter is being written, without touching the rest of the book)."""
     written = []
-    want = outputs(root)
+    want = chapter_outputs(only.resolve(), root) if only else outputs(root)
     for path, text in want.items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
             written.append(path)
-    for p in _orphans(root, set(want)):
+    for p in [] if only else _orphans(root, set(want)):
         p.unlink()
         written.append(p)
     return written
@@ -758,6 +766,8 @@ def main(argv=None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a generated file is stale")
     parser.add_argument("--leaks", action="store_true",
                         help="list the lines of solution regions that an exercise notebook still shows; exit 1 if any")
+    parser.add_argument("--only", type=Path, metavar="SOURCE",
+                        help="write only the notebooks generated from this source notebook")
     args = parser.parse_args(argv)
     if args.leaks:
         count = 0
@@ -785,7 +795,7 @@ def main(argv=None) -> int:
         print(f"generated notebooks are up to date and every prose cell has its current Chinese "
               f"({len(chapters())} chapters, {len(LANGUAGES)} languages)")
         return 0
-    written = generate()
+    written = generate(only=args.only)
     for p in written:
         print(f"wrote {p.relative_to(ROOT)}")
     print(f"{len(written)} file(s) written, {len(chapters())} chapters")

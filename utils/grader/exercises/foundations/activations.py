@@ -13,6 +13,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn, strided, transposed
 from ...registry import register
@@ -58,8 +59,9 @@ def _cases(*params):
     for k, (args, kwargs, note) in enumerate(params):
         cases += [
             case(_x, _T(3, 6, seed=20 + k, scale=3.0), *args, note=note, **kwargs),
-            case(_x, _ladder, *args, note=f"{note}, -1e4 ... 1e4", **kwargs),
-            case(_x, partial(_ladder, f64), *args, note=f"{note}, gradient from -1e4 to 1e4", grad=True, **kwargs),
+            case(_x, _ladder, *args, note=msg("{note}, -1e4 ... 1e4", note=note), **kwargs),
+            case(_x, partial(_ladder, f64), *args, note=msg("{note}, gradient from -1e4 to 1e4", note=note), grad=True,
+                 **kwargs),
         ]
     return cases
 
@@ -69,10 +71,10 @@ def _finite_everywhere(call, **kwargs):
     x.requires_grad_()
     y = call(x, **kwargs)
     if not torch.isfinite(y).all():
-        return f"not finite at x = {x[~torch.isfinite(y)][:3].tolist()}"
+        return msg("not finite at x = {x}", x=x[~torch.isfinite(y)][:3].tolist())
     (g,) = torch.autograd.grad(y.sum(), x)
     if not torch.isfinite(g).all():
-        return f"the gradient is not finite at x = {x[~torch.isfinite(g)][:3].tolist()}"
+        return msg("the gradient is not finite at x = {x}", x=x[~torch.isfinite(g)][:3].tolist())
     return None
 
 
@@ -80,7 +82,8 @@ def _odd(call, scale=1.0, shift=0.0):
     x = randn(50, seed=90, dtype=f64, scale=5.0)
     a, b = call(-x), scale * call(x) + shift
     if not torch.allclose(a, b):
-        return f"f(-x) and {scale:g} * f(x) + {shift:g} differ by {float((a - b).abs().max()):.3g}"
+        return msg("f(-x) and {scale:g} * f(x) + {shift:g} differ by {gap:.3g}", scale=scale, shift=shift,
+                   gap=float((a - b).abs().max()))
     return None
 
 

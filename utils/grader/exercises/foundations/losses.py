@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn, transposed
 from ...registry import register
@@ -79,7 +80,7 @@ def _ce_shift_invariant(call):
     logits, target = randn(5, 7, seed=50, dtype=f64), _targets(5, 7, 51)
     a, b = call(logits, target), call(logits + 50.0, target)
     if not torch.allclose(a, b):
-        return f"adding 50 to every logit changed the loss from {float(a):.6g} to {float(b):.6g}"
+        return msg("adding 50 to every logit changed the loss from {a:.6g} to {b:.6g}", a=float(a), b=float(b))
     return None
 
 
@@ -246,7 +247,8 @@ def _bce_flip(call):
     y = torch.rand(3, 4, generator=torch.Generator().manual_seed(61), dtype=f64)
     a, b = call(z, y), call(-z, 1 - y)
     if not torch.allclose(a, b):
-        return f"bce(-z, 1 - y) = {float(b):.6g} but bce(z, y) = {float(a):.6g}; they are the same quantity"
+        return msg("bce(-z, 1 - y) = {b:.6g} but bce(z, y) = {a:.6g}; they are the same quantity", a=float(a),
+                   b=float(b))
     return None
 
 
@@ -371,7 +373,7 @@ def _kd_nonnegative(call):
         s, t = randn(4, 6, seed=70 + seed, dtype=f64), randn(4, 6, seed=80 + seed, dtype=f64)
         v = float(call(s, t, temperature=3.0))
         if v < -1e-12:
-            return f"the loss is {v:.6g} < 0, but a KL divergence is never negative"
+            return msg("the loss is {v:.6g} < 0, but a KL divergence is never negative", v=v)
     return None
 
 

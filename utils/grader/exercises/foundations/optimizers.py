@@ -16,6 +16,7 @@ from functools import partial
 
 import torch
 
+from ....i18n import msg
 from ...core import Case, Mistake, Property
 from ...inputs import f32, f64, randn
 from ...kinds import GradientsExercise, OptimizerExercise, OptimizerRun, ScheduleExercise, eager
@@ -479,15 +480,12 @@ def _adam_cases(default_wd):
     ]
 
 
-ADAM_HINT = ("m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ);  "
-             "p -= lr·m̂/(√v̂ + ε)   (eqs. adam-m, adam-v, adam-hat, adam-update)")
-
-NO_BIAS = ("you skipped the bias correction: m and v start at zero, so early on they are too small by "
-           "(1−βᵗ); divide m by 1−β1ᵗ and v by 1−β2ᵗ (t counts this parameter's steps from 1).")
-EPS_INSIDE = ("ε sits inside your square root: PyTorch adds it after, √v̂ + ε. With tiny gradients √(v̂ + ε) "
-              "is dominated by √ε and the step all but vanishes.")
-DEFAULTS = ("you read the hyper-parameters from the constructor's defaults: each param group can override lr, "
-            "betas, eps and weight_decay, so read them from `group` inside the loop.")
+NO_BIAS = msg("you skipped the bias correction: m and v start at zero, so early on they are too small by "
+              "(1−βᵗ); divide m by 1−β1ᵗ and v by 1−β2ᵗ (t counts this parameter's steps from 1).")
+EPS_INSIDE = msg("ε sits inside your square root: PyTorch adds it after, √v̂ + ε. With tiny gradients √(v̂ + ε) "
+                 "is dominated by √ε and the step all but vanishes.")
+DEFAULTS = msg("you read the hyper-parameters from the constructor's defaults: each param group can override lr, "
+               "betas, eps and weight_decay, so read them from `group` inside the loop.")
 
 register(OptimizerExercise(
     name="Adam",
@@ -500,7 +498,8 @@ register(OptimizerExercise(
            "parameter's own step count   (eqs. adam-m, adam-v, adam-hat, adam-update)",
            "state[p] holds step, exp_avg and exp_avg_sq; increment the step before the correction; Adam's weight "
            "decay is L2, added to the gradient before the moments; ε goes outside the square root",
-           ADAM_HINT + ";  Adam's weight decay is L2: g += wd·p first"),
+           "m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ);  p -= lr·m̂/(√v̂ + ε)   "
+           "(eqs. adam-m, adam-v, adam-hat, adam-update);  Adam's weight decay is L2: g += wd·p first"),
     mistakes=[
         Mistake("no bias correction", AdamNoBiasCorrection, NO_BIAS),
         Mistake("eps inside the sqrt", AdamEpsInsideSqrt, EPS_INSIDE),
@@ -538,7 +537,9 @@ register(OptimizerExercise(
            "the raw gradient   (eq. adamw)",
            "shrink the old weights first, by the factor PyTorch uses (learning rate times weight_decay), then take "
            "the Adam step; parameters without a gradient are not decayed",
-           "p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  " + ADAM_HINT),
+           "p *= 1 − lr·wd (decoupled, eq. adamw), then the Adam step on the raw gradient:  m = β1·m + (1−β1)·g;  "
+           "v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ);  p -= lr·m̂/(√v̂ + ε)   "
+           "(eqs. adam-m, adam-v, adam-hat, adam-update)"),
     mistakes=[
         Mistake("L2 instead of decoupled decay", AdamWL2,
                 "you added wd·p to the gradient (L2, Adam's weight decay): AdamW decouples it, p ← p·(1 − lr·wd), "
@@ -641,7 +642,7 @@ def _within_bounds(call):
     for s in range(0, 60):
         lr = float(call(s, 1.0, 0.1, 10, 50))
         if not 0.0 <= lr <= 1.0 + 1e-12 or (s >= 10 and lr < 0.1 - 1e-12):
-            return f"cosine_lr({s}, 1.0, 0.1, 10, 50) = {lr:.6g} is outside [min_lr, max_lr]"
+            return msg("cosine_lr({s}, 1.0, 0.1, 10, 50) = {lr:.6g} is outside [min_lr, max_lr]", s=s, lr=lr)
     return None
 
 
@@ -810,10 +811,10 @@ def _idempotent(call):
     first = p.grad.clone()
     call([p], 1.0)
     if not torch.allclose(p.grad, first, rtol=1e-5):
-        return "a second call with the same max_norm changed the already clipped gradients"
+        return msg("a second call with the same max_norm changed the already clipped gradients")
     n = float(torch.linalg.vector_norm(p.grad))
     if not n <= 1.0 + 1e-9:
-        return f"after clipping to max_norm=1 the gradient norm is {n:.6g}"
+        return msg("after clipping to max_norm=1 the gradient norm is {n:.6g}", n=n)
     return None
 
 

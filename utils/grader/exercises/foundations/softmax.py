@@ -6,6 +6,7 @@ from functools import partial
 
 import torch
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn, strided, transposed
 from ...registry import register
@@ -81,7 +82,7 @@ def _shift_invariant(call, fn_name):
     x = randn(4, 9, seed=40)
     a, b = call(x, dim=-1), call(x + 100.0, dim=-1)
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-        return f"{fn_name}(x + 100) differs from {fn_name}(x) by {float((a - b).abs().max()):.3g}"
+        return msg("{fn}(x + 100) differs from {fn}(x) by {gap:.3g}", fn=fn_name, gap=float((a - b).abs().max()))
     return None
 
 
@@ -92,7 +93,7 @@ def _softmax_sums_to_one(call):
     for dim in (0, 1, 2, -1):
         s = call(x, dim=dim).sum(dim)
         if not torch.allclose(s, torch.ones_like(s)):
-            return f"slices along dim={dim} sum to {s.flatten()[:3].tolist()}..., not 1"
+            return msg("slices along dim={dim} sum to {sums}..., not 1", dim=dim, sums=s.flatten()[:3].tolist())
     return None
 
 
@@ -202,7 +203,8 @@ def _exp_sums_to_one(call):
     for dim in (0, 1, -1):
         s = call(x, dim=dim).exp().sum(dim)
         if not torch.allclose(s, torch.ones_like(s)):
-            return f"exp(log_softmax(x, dim={dim})) sums to {s.flatten()[:3].tolist()}..., not 1"
+            return msg("exp(log_softmax(x, dim={dim})) sums to {sums}..., not 1", dim=dim,
+                       sums=s.flatten()[:3].tolist())
     return None
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....i18n import msg
 from ...core import Mistake, Property
 from ...inputs import call, case, f32, f64, randn
 from ...kinds import ModuleExercise, Script, Step
@@ -131,9 +132,9 @@ def starts_as(call, builtin, init, kwargs=None) -> str | None:
             continue
         have = got[name].detach()
         if have.shape != want.shape or not torch.equal(have.to(want.dtype), want):
-            return (f"a freshly constructed module's {name} is {have.flatten()[:4].tolist()}..., but "
-                    f"nn.{type(ref).__name__} starts from {want.flatten()[:4].tolist()}...: initialise it as "
-                    "the built-in does")
+            return msg("a freshly constructed module's {name} is {have}..., but nn.{module} starts from {want}...: "
+                       "initialise it as the built-in does", name=name, have=have.flatten()[:4].tolist(),
+                       module=type(ref).__name__, want=want.flatten()[:4].tolist())
     return None
 
 
@@ -148,8 +149,8 @@ def _eval_is_per_sample(call):
         whole, alone = m(x)[:2], m(x[:2])
     if not torch.allclose(whole, alone, rtol=1e-5, atol=1e-6):
         gap = float((whole - alone).abs().max())
-        return (f"in eval mode the output for the first two samples changes by {gap:.3g} "
-                "when the other four samples are removed: eval mode must use the running statistics only")
+        return msg("in eval mode the output for the first two samples changes by {gap:.3g} when the other four "
+                   "samples are removed: eval mode must use the running statistics only", gap=gap)
     return None
 
 
@@ -165,13 +166,14 @@ def _loads_torch_state_dict(call):
     try:
         m.load_state_dict(state)
     except RuntimeError as e:
-        return f"load_state_dict of nn.BatchNorm2d's weights fails: {str(e).splitlines()[0]}"
+        return msg("load_state_dict of nn.BatchNorm2d's weights fails: {error}", error=str(e).splitlines()[0])
     x = randn(4, 3, 2, 2, seed=122)
     for mode in (True, False):
         ref.train(mode), m.train(mode)
         a, b = ref(x), m(x)
         if not torch.allclose(a, b, rtol=1e-5, atol=1e-5):
-            return f"with nn.BatchNorm2d's state_dict loaded, {'train' if mode else 'eval'} outputs differ"
+            return msg("with nn.BatchNorm2d's state_dict loaded, {mode} outputs differ",
+                       mode="train" if mode else "eval")
     return None
 
 

@@ -11,6 +11,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from ....i18n import msg
 from ...core import Mistake, Property
 from ...inputs import case as _case
 from ...inputs import f32, f64
@@ -111,13 +112,15 @@ def _loads(call, builtin, init, shape, seed):
     try:
         m.load_state_dict(state)
     except RuntimeError as e:
-        return f"load_state_dict of {type(ref).__name__}{init}'s weights fails: {str(e).splitlines()[0]}"
+        return msg("load_state_dict of {module}{init}'s weights fails: {error}", module=type(ref).__name__, init=init,
+                   error=str(e).splitlines()[0])
     x = randn(*shape, seed=seed + 1)
     with torch.no_grad():
         a, b = ref(x), m(x)
     if not torch.allclose(a, b, rtol=1e-5, atol=1e-5):
         gap = float((a - b).abs().max())
-        return f"with {type(ref).__name__}{init}'s state_dict loaded, outputs differ by {gap:.3g}"
+        return msg("with {module}{init}'s state_dict loaded, outputs differ by {gap:.3g}", module=type(ref).__name__,
+                   init=init, gap=gap)
     return None
 
 
@@ -135,7 +138,7 @@ def _ln_rows_independent(call):
     x = randn(4, 5, seed=150)
     whole, alone = m(x)[:1], m(x[:1])
     if not torch.allclose(whole, alone, rtol=1e-5, atol=1e-6):
-        return "the output for one row changes when the other rows are removed: normalise each row on its own"
+        return msg("the output for one row changes when the other rows are removed: normalise each row on its own")
     return None
 
 
