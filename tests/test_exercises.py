@@ -5,6 +5,7 @@ import pytest
 
 from utils.grader import get, list_exercises, run
 from utils.grader.result import rich
+from utils.i18n import english_left, missing, speaking, tr
 from utils.notebook import ROOT
 
 NAMES = list_exercises()
@@ -28,6 +29,13 @@ def test_mistake_is_rejected_and_diagnosed(name, mistake):
         f"mistake {mistake.name!r} was diagnosed as {report.failure.mistake!r}:\n{report}")
     assert report.diagnosis == mistake.message
     assert mistake.message in str(report) and rich(mistake.message) in report._repr_html_()
+    missing().clear()
+    with speaking("zh"):                   # the same report in Chinese: every row translated
+        text = str(report)
+    assert tr(mistake.message, "zh") in text
+    body = text.split("\n")[0].split(": ", 1)[-1] + "\n" + "\n".join(text.split("\n")[2:])  # all but the call
+    assert not english_left(body), f"English left in the Chinese report: {english_left(body)}\n{text}"
+    assert not missing(), f"shown untranslated: {sorted(missing())}\n{text}"
 
 
 @pytest.mark.parametrize("name", NAMES)
