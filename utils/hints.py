@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from .grader.registry import get
 from .grader.result import rich, show
+from .i18n import msg, tr
 
 _shown: dict[str, int] = {}      # exercise name -> the highest rung shown (the report shows rung 1)
 
@@ -31,17 +32,18 @@ class Hints:
     upto: int
 
     def _lines(self) -> list[tuple[str, str]]:
-        rows = [(f"{k} of {len(self.rungs)}", text) for k, text in enumerate(self.rungs[: self.upto], start=1)]
+        rows = [(tr(msg("{k} of {n}", k=k, n=len(self.rungs))), tr(text))
+                for k, text in enumerate(self.rungs[: self.upto], start=1)]
         if not self.rungs:
-            rows.append(("", "this exercise has no hints; its statement and the equations it cites say it all"))
+            rows.append(("", tr("this exercise has no hints; its statement and the equations it cites say it all")))
         elif self.upto < len(self.rungs):
-            rows.append(("more", f'`utils.hint("{self.name}")`'))
+            rows.append((tr("more"), f'`utils.hint("{self.name}")`'))
         else:
-            rows.append(("", "that was the last hint; the solution notebook has the code"))
+            rows.append(("", tr("that was the last hint; the solution notebook has the code")))
         return rows
 
     def __str__(self) -> str:
-        out = [f"hints for {self.name}:"]
+        out = [tr(msg("hints for {name}:", name=self.name))]
         out += [f"  {label}: {text}" if label else f"  {text}" for label, text in self._lines()]
         return "\n".join(out)
 
@@ -52,8 +54,9 @@ class Hints:
         body = "".join(f"<tr><th scope='row' style='{cell};color:#57606a;font-weight:normal;white-space:nowrap'>"
                        f"{html.escape(label)}</th><td style='{cell};white-space:pre-wrap'>{rich(text)}</td></tr>"
                        for label, text in self._lines())
+        title = rich(tr(msg("hints for `{name}`", name=self.name)))
         return (f"<div class='hwllm-hints' style='border-left:4px solid #9a6700;padding:6px 12px;margin:4px 0;"
-                f"text-align:left'><div><b>hints for <code>{html.escape(self.name)}</code></b></div>"
+                f"text-align:left'><div><b>{title}</b></div>"
                 f"<table style='border:none;margin:4px 0 0 0;border-collapse:collapse'>{body}</table></div>")
 
 
@@ -63,7 +66,7 @@ def hints_for(name: str, rung: int | None = None) -> Hints:
     if rung is None:
         rung = _shown.get(name, 1) + 1
     elif not isinstance(rung, int) or isinstance(rung, bool) or not 1 <= rung <= max(len(rungs), 1):
-        raise ValueError(f"{name} has {len(rungs)} hint(s): ask for a rung from 1 to {len(rungs)}")
+        raise ValueError(tr(msg("{name} has {n} hint(s): ask for a rung from 1 to {n}", name=name, n=len(rungs))))
     upto = min(rung, len(rungs))
     _shown[name] = max(_shown.get(name, 1), upto)
     return Hints(name, rungs, upto)

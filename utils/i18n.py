@@ -13,7 +13,8 @@ is the key, so a message whose English changes has no translation until the cata
 fail (tests/test_i18n.py: every message the code can show is in the catalog, and no report shown in Chinese
 keeps an untranslated English sentence).
 
-    python -m utils.i18n          list the messages of the code that have no Chinese (exit 1 if any)
+    python -m utils.locale        list the messages of the code that have no Chinese, and those built so that they
+                                  cannot be translated (exit 1 if any): `main()` below
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import sys
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -210,7 +210,3 @@ def main() -> int:
         print(f"{where}: a message built with an f-string or +: use msg(template, **fields)")
     print(f"{len(gaps)} message(s) without Chinese, {len(bad)} built so they cannot be translated")
     return 1 if gaps or bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,9 +7,11 @@ import html
 
 from .grader.registry import EXERCISES, list_exercises, part_of
 from .grader.result import show as display
+from .i18n import msg, tr
 from .tracking import load
 
 COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "not attempted": "#6e7781"}
+HEADINGS = ("exercise", "chapter", "best", "latest", "last checked")
 
 
 class Progress:
@@ -22,8 +24,14 @@ class Progress:
     def summary(self) -> str:
         n = len(self.rows)
         count = {s: sum(r[2] == s for r in self.rows) for s in ("passed", "failed", "not attempted")}
-        return (f"{count['passed']} of {n} exercises passed, {count['failed']} failing, "
-                f"{count['not attempted']} not attempted")
+        return tr(msg("{passed} of {n} exercises passed, {failed} failing, {waiting} not attempted",
+                      passed=count["passed"], n=n, failed=count["failed"], waiting=count["not attempted"]))
+
+    @staticmethod
+    def heading(part: str, rows: list, gap: str) -> str:
+        """'Part 1: foundations  (3 of 4 passed)'; a caption the catalog has is translated."""
+        return tr(msg("{part}{gap}({passed} of {n} passed)", part=part, gap=gap,
+                      passed=sum(r[2] == "passed" for r in rows), n=len(rows)))
 
     def parts(self) -> list[tuple[str, list]]:
         groups: dict = {}
@@ -32,14 +40,14 @@ class Progress:
         return list(groups.items())
 
     def __str__(self) -> str:
-        w = max([len(r[0]) for r in self.rows] + [8])
-        c = max([len(r[1]) for r in self.rows] + [7])
+        exercise, chapter, best, latest, last = map(tr, HEADINGS)
+        w = max([len(r[0]) for r in self.rows] + [len(exercise)])
+        c = max([len(r[1]) for r in self.rows] + [len(chapter)])
         out = [self.summary(), ""]
         for part, rows in self.parts():
-            passed = sum(r[2] == "passed" for r in rows)
-            out.append(f"{part}  ({passed} of {len(rows)} passed)")
-            out.append(f"  {'exercise':<{w}}  {'chapter':<{c}}  {'best':<13}  {'latest':<13}  last checked")
-            out += [f"  {e:<{w}}  {ch:<{c}}  {b:<13}  {s:<13}  {t}" for e, ch, b, s, t in rows]
+            out.append(self.heading(part, rows, "  "))
+            out.append(f"  {exercise:<{w}}  {chapter:<{c}}  {best:<13}  {latest:<13}  {last}")
+            out += [f"  {e:<{w}}  {ch:<{c}}  {tr(b):<13}  {tr(s):<13}  {t}" for e, ch, b, s, t in rows]
             out.append("")
         return "\n".join(out).rstrip()
 
@@ -52,13 +60,13 @@ class Progress:
             passed = sum(r[2] == "passed" for r in rows)
             body = "".join(
                 f"<tr><td style='{cell}'><code>{html.escape(e)}</code></td><td style='{cell}'>{html.escape(ch)}</td>"
-                f"<td style='{cell};color:{COLOUR[b]};font-weight:600'>{b}</td>"
-                f"<td style='{cell};color:{COLOUR[s]}'>{s}</td><td style='{cell}'>{t}</td></tr>"
+                f"<td style='{cell};color:{COLOUR[b]};font-weight:600'>{tr(b)}</td>"
+                f"<td style='{cell};color:{COLOUR[s]}'>{tr(s)}</td><td style='{cell}'>{t}</td></tr>"
                 for e, ch, b, s, t in rows)
-            head = "".join(f"<th style='{cell}'>{h}</th>" for h in ("exercise", "chapter", "best", "latest",
-                                                                     "last checked"))
-            sections.append(f"<details{' open' if passed < len(rows) else ''}><summary>{html.escape(part)} "
-                            f"({passed} of {len(rows)} passed)</summary><table style='margin:4px 0 8px 0'>"
+            head = "".join(f"<th style='{cell}'>{tr(h)}</th>" for h in HEADINGS)
+            sections.append(f"<details{' open' if passed < len(rows) else ''}><summary>"
+                            f"{html.escape(self.heading(part, rows, ' '))}</summary>"
+                            f"<table style='margin:4px 0 8px 0'>"
                             f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></details>")
         return (f"<div class='hwllm-progress' style='text-align:left'><p><b>{html.escape(self.summary())}</b></p>"
                 + "".join(sections) + "</div>")

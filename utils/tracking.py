@@ -17,6 +17,8 @@ import time
 import warnings
 from pathlib import Path
 
+from .i18n import msg, tr
+
 
 def path() -> Path:
     env = os.environ.get("HWLLM_PROGRESS")
@@ -36,10 +38,11 @@ def load() -> dict:
         aside = p.with_name(f"{p.name}.corrupt-{int(time.time())}")
         try:
             p.replace(aside)
-            where = f"; it was moved to {aside}"
+            where = msg("; it was moved to {aside}", aside=str(aside))
         except OSError:
             where = ""
-        warnings.warn(f"progress file {p} could not be read ({e}){where}; starting afresh", stacklevel=2)
+        warnings.warn(tr(msg("progress file {path} could not be read ({error}){where}; starting afresh",
+                             path=str(p), error=str(e), where=where)), stacklevel=2)
         return {"exercises": {}}
 
 
@@ -79,4 +82,4 @@ def record(report) -> None:
         data["exercises"][report.name] = entry
         save(data)
     except Exception as e:  # a read-only home, a full disk: tell, don't fail
-        warnings.warn(f"could not record progress: {e}", stacklevel=2)
+        warnings.warn(tr(msg("could not record progress: {error}", error=str(e))), stacklevel=2)

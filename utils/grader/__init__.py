@@ -11,6 +11,7 @@ compare.py, sandbox.py (forbidden calls, time limit), registry.py; declarations 
 
 from __future__ import annotations
 
+from ..i18n import tr
 from ..tracking import record
 from . import lazy_dynamo
 from .core import Case, Exercise, Mistake, Property, evaluate
@@ -75,7 +76,7 @@ def check(name: str, impl) -> Report:
     record(report)
     if report.status is Status.FAILED:
         reason = report.diagnosis or report.failure.problem.message
-        raise CheckFailed(f"{name}: {reason}") from None
+        raise CheckFailed(f"{name}: {tr(reason)}") from None
     report.__class__ = Checked
     report.shown_in = _execution_count() if in_notebook() else None
     return report

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..i18n import Msg, msg
 from .compare import TOLERANCE, compare, same
 from .protocol import Outcome, attempt, describe, detached, gradients, requiring_grad
 from .result import Failure, Problem, Report, Status
@@ -135,7 +136,8 @@ class Exercise:
         out.parts = [("output", detached(value))]
         out.inputs_after = tuple(detached(a) for a in args)
         if leaves:
-            out.grads = gradients(value, {f"gradient of input {i}": t for i, t in enumerate(leaves)}, guard, out)
+            out.grads = gradients(value, {msg("gradient of input {i}", i=i): t for i, t in enumerate(leaves)},
+                                  guard, out)
         return out
 
     def pristine_inputs(self, case: Case) -> tuple:
@@ -145,22 +147,34 @@ class Exercise:
     def structure(self, target) -> str | None:
         """A message when the reader's object cannot be an implementation at all."""
         if not callable(target):
-            return f"check('{self.name}', ...) expects your function; got {target!r} ({type(target).__name__})"
+            return msg("check('{name}', ...) expects your function; got {got} ({type})", name=self.name,
+                       got=repr(target), type=type(target).__name__)
         return None
 
 
 # --------------------------------------------------------------------------- the engine
 
+def said(e: BaseException) -> str:
+    """An exception's message: the grader's own (the scripted model's, a hung group's) keeps its msg() template;
+    any other (PyTorch's, the reader's) is quoted as it is, as code in a report shown in Chinese."""
+    return e.args[0] if len(e.args) == 1 and isinstance(e.args[0], Msg) else msg("{text}", text=str(e))
+
+
+_STAGES = {"call": "", "backward": " during backward", "construct": " in the constructor",
+           "load_state_dict": " while loading a state_dict"}
+
+
 def _error_problem(out: Outcome, ex: Exercise) -> Problem:
     e = out.error
     if isinstance(e, TimeLimitExceeded):
-        return Problem("timeout", str(e) or f"your code was stopped after {ex.timeout:g} s: is there an endless loop?")
+        return Problem("timeout", said(e) or msg("your code was stopped after {seconds:g} s: is there an endless "
+                                                 "loop?", seconds=ex.timeout))
     if isinstance(e, ForbiddenCall):
-        return Problem("forbidden-call", f"your code calls {e.name}, which this exercise asks you to write "
-                                         "yourself")
-    where = {"call": "", "backward": " during backward", "construct": " in the constructor",
-             "load_state_dict": " while loading a state_dict"}.get(out.stage, f" ({out.stage})")
-    return Problem("exception", f"your code raised {type(e).__name__}{where}: {e}")
+        return Problem("forbidden-call", msg("your code calls {name}, which this exercise asks you to write "
+                                             "yourself", name=e.name))
+    where = _STAGES[out.stage] if out.stage in _STAGES else msg(" ({stage})", stage=out.stage)
+    return Problem("exception", msg("your code raised {error}{where}: {detail}", error=type(e).__name__,
+                                    where=where, detail=said(e)))
 
 
 def judge(ex: Exercise, case: Case, exp: Outcome, got: Outcome) -> Problem | None:
@@ -178,8 +192,8 @@ def judge(ex: Exercise, case: Case, exp: Outcome, got: Outcome) -> Problem | Non
         if isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor):
             if before.shape != after.shape or not torch.equal(torch.nan_to_num(before.detach()),
                                                               torch.nan_to_num(after)):
-                return Problem("mutated-input", f"your code changed its input (argument {i}) in place; "
-                                                "compute into new tensors instead")
+                return Problem("mutated-input", msg("your code changed its input (argument {i}) in place; "
+                                                    "compute into new tensors instead", i=i))
     if exp.grads is not None:
         if got.grads is None:
             return Problem("gradient", "no gradient could be computed through your code")
@@ -276,7 +290,7 @@ def evaluate(ex: Exercise, impl) -> Report:
             return done(Failure(i, case.note, got.call, problem, mistake.message if mistake else None,
                                 mistake.name if mistake else None, frame))
         report.n_passed += 1
-    report.checks.append(f"{len(cases)} cases match the reference")
+    report.checks.append(msg("{n} cases match the reference", n=len(cases)))
     if any(ex.expected(i).grads for i in range(len(cases))):
         report.checks.append("gradients match")
     if any(ex.pristine_inputs(c) for c in cases):
@@ -290,15 +304,15 @@ def evaluate(ex: Exercise, impl) -> Report:
 
     for prop in ex.properties:
         out = Outcome(stage="call")
-        msg = None
+        broken = None
         with attempt(out, "call"):
-            msg = prop.check(call)
+            broken = prop.check(call)
         if out.failed:
             problem = _error_problem(out, ex)
-            problem.message = f"while checking that {prop.name}: {problem.message}"
+            problem.message = msg("while checking that {name}: {message}", name=prop.name, message=problem.message)
             return done(Failure(len(cases), prop.name, prop.name, problem, frame=reader_frame(out.error)))
-        if msg:
+        if broken:
             return done(Failure(len(cases), prop.name, prop.name,
-                                Problem("property", f"{prop.name}: {msg}")))
+                                Problem("property", msg("{name}: {broken}", name=prop.name, broken=broken))))
         report.checks.append(prop.name)
     return done()

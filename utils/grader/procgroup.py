@@ -54,6 +54,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..i18n import msg, tr
 from .sandbox import ForbiddenCall, TimeLimitExceeded
 
 MARGIN = 1.0      # s a rank may take beyond the gloo timeout to report before it counts as silent
@@ -214,7 +215,7 @@ def _child(fn, rank, world, items, store, seconds, parent, conn, waiting):
             message = pickle.dumps(("result", (k, result)))
         except Exception as e:
             message = pickle.dumps(("result", (k, RankResult("error", error=PackedError.of(
-                TypeError(f"the result could not be sent back to the grader: {e}"))))))
+                TypeError(msg("the result could not be sent back to the grader: {error}", error=str(e))))))))
         conn.send_bytes(message)
     conn.recv_bytes()                           # wait to be killed
     os._exit(0)
@@ -289,12 +290,15 @@ def _supervise(groups: list, seconds: float) -> None:
             except (EOFError, OSError):
                 c.close()
                 if g.ready < g.world:
-                    raise GroupError(f"a process of the group of {g.world} ended before joining it") from None
-                _report(g, rank, RankResult("died", error=PackedError.of(RankDied(
-                    f"the process of rank {rank} ended ({_exit_code(g.procs[rank])}) inside the code"))))
+                    raise GroupError(tr(msg("a process of the group of {world} ended before joining it",
+                                            world=g.world))) from None
+                _report(g, rank, RankResult("died", error=PackedError.of(RankDied(msg(
+                    "the process of rank {rank} ended ({how}) inside the code", rank=rank,
+                    how=_exit_code(g.procs[rank]))))))
                 continue
             if kind == "failed":
-                raise GroupError(f"could not start a gloo group of {g.world} processes: {body}")
+                raise GroupError(tr(msg("could not start a gloo group of {world} processes: {error}", world=g.world,
+                                        error=body)))
             if kind == "ready":
                 g.ready += 1
                 g.start = time.monotonic()
@@ -311,7 +315,7 @@ def _exit_code(p) -> str:
     code = p.exitcode
     if code is None:
         return "still running"
-    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return msg("killed by signal {signal}", signal=-code) if code < 0 else msg("exit code {code}", code=code)
 
 
 def _report(g: _Group, rank: int, result: RankResult) -> None:
@@ -339,7 +343,8 @@ def _advance(g: _Group, now: float, seconds: float, started: float) -> None:
     """Close the running item when every rank answered or its time is up; start the next or stop the group."""
     if g.ready < g.world:
         if now >= started + START:
-            raise GroupError(f"a gloo group of {g.world} processes did not form within {START:g} s")
+            raise GroupError(tr(msg("a gloo group of {world} processes did not form within {seconds:g} s",
+                                    world=g.world, seconds=START)))
         return
     if len(g.current) < g.world and not _settled(g) and now < _deadline(g, seconds, started):
         return

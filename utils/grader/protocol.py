@@ -7,6 +7,7 @@ the error and the stage where it happened. These helpers are the whole vocabular
     attempt(out, stage, guard)      run a block of the target's code under the guard; an error is recorded
     gradients(value, wrt, guard, out)   gradients of a seeded projection of the outputs
     describe(args, kwargs)          'float32 (3, 5) non-contiguous, dim=0': a call, for the report
+    listed(items, sep)              messages joined so that each stays translatable (see utils.i18n)
     detached(obj), tensors_in(obj), requiring_grad(args)
 """
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..i18n import msg
 from ..trees import tensors_in
 from .sandbox import TimeLimitExceeded
 
@@ -81,6 +83,18 @@ def describe(args=(), kwargs=None) -> str:
         return r if len(r) < 60 else r[:57] + "..."
     parts = [one(a) for a in args] + [f"{k}={one(v)}" for k, v in (kwargs or {}).items()]
     return ", ".join(parts)
+
+
+_JOINS = {", ": "{a}, {b}", "; ": "{a}; {b}", " and ": "{a} and {b}"}
+
+
+def listed(items, sep: str = ", ") -> str:
+    """`sep.join(items)` as a message whose items each keep their translation (a plain join keeps the English)."""
+    items = list(items)
+    joined = items[0] if items else ""
+    for item in items[1:]:
+        joined = msg(_JOINS[sep], a=joined, b=item)
+    return joined
 
 
 def detached(obj):

@@ -10,6 +10,8 @@ import importlib
 import pkgutil
 from pathlib import Path
 
+from ..i18n import msg, tr
+
 EXERCISES: dict = {}
 _loaded = False
 
@@ -74,5 +76,6 @@ def get(name: str):
     if name not in EXERCISES:
         import difflib
         close = difflib.get_close_matches(name, EXERCISES, n=1)
-        raise KeyError(f"no exercise named {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        raise KeyError(tr(msg("no exercise named {name!r}; did you mean {close!r}?", name=name, close=close[0]) if close
+                          else msg("no exercise named {name!r}", name=name)))
     return EXERCISES[name]

@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from enum import Enum
 
+from ..i18n import Msg, msg, tr
+
 
 class Status(str, Enum):
     """What a check concluded. A str, so that the progress file and `report.status == "passed"` read plainly."""
@@ -113,28 +115,35 @@ def lines(report: Report) -> list[tuple[str, str]]:
     """(label, text) rows shared by the text and HTML renderings."""
     rows = []
     if report.status is Status.NOT_ATTEMPTED:
-        return [("", NOT_ATTEMPTED)]
+        return [("", tr(NOT_ATTEMPTED))]
     if report.passed:
-        rows.append(("", f"all {report.n_cases} cases passed in {report.seconds:.2f} s"))
-        rows.append(("checked", "; ".join(report.checks)))
+        rows.append(("", tr(msg("all {n} cases passed in {seconds:.2f} s", n=report.n_cases,
+                                seconds=report.seconds))))
+        rows.append((tr("checked"), tr("; ").join(tr(c) for c in report.checks)))
         return rows
     f = report.failure
     p = f.problem
     if f.call:
-        total = f"case {f.case + 1} of {report.n_cases}" if f.case < report.n_cases else "property check"
-        rows.append((total, f.call + (f"   [{f.note}]" if f.note else "")))
-    rows.append(("problem", p.message))
+        total = (tr(msg("case {k} of {n}", k=f.case + 1, n=report.n_cases)) if f.case < report.n_cases
+                 else tr("property check"))
+        # a property's name and a call described in words (a msg) are translated; other calls are code
+        call = tr(f.call) if isinstance(f.call, Msg) or f.case >= report.n_cases else f.call
+        rows.append((total, call + (f"   [{tr(f.note)}]" if f.note else "")))
+    rows.append((tr("problem"), tr(p.message)))
     if f.frame:
-        rows.append(("in your code", f.frame))
+        rows.append((tr("in your code"), tr(f.frame)))
     for idx, exp, got in p.rows[:4]:
         at = f"[{', '.join(map(str, idx))}]" if idx else ""
         e, g = pair(exp, got)
-        rows.append((f"{p.where}{at}", f"expected {e}, got {g}"))
+        rows.append((f"{tr(p.where)}{at}", tr(msg("expected {expected}, got {got}", expected=e, got=g))))
     if p.max_abs is not None:
-        tol = f" (tolerance rtol={p.tolerance[0]:g}, atol={p.tolerance[1]:g})" if p.tolerance else ""
-        rows.append(("error", f"max abs {p.max_abs:.3g}, max rel {p.max_rel:.3g}{tol}"))
+        error = msg("max abs {abs:.3g}, max rel {rel:.3g}", abs=p.max_abs, rel=p.max_rel)
+        if p.tolerance:
+            error = msg("max abs {abs:.3g}, max rel {rel:.3g} (tolerance rtol={rtol:g}, atol={atol:g})",
+                        abs=p.max_abs, rel=p.max_rel, rtol=p.tolerance[0], atol=p.tolerance[1])
+        rows.append((tr("error"), tr(error)))
     if f.diagnosis:
-        rows.append(("diagnosis", f.diagnosis))
+        rows.append((tr("diagnosis"), tr(f.diagnosis)))
     if report.hint:
         rows.append(hint_row(report))
     return rows
@@ -145,8 +154,9 @@ def hint_row(report: Report) -> tuple[str, str]:
     notebook's setup cell has imported `utils`, so the call works as printed."""
     count = max(report.hint_count, 1)
     if count == 1:
-        return "hint", report.hint
-    return f"hint 1 of {count}", f'{report.hint} — more: `utils.hint("{report.name}")`'
+        return tr("hint"), tr(report.hint)
+    return (tr(msg("hint 1 of {count}", count=count)),
+            tr(msg('{hint} — more: `utils.hint("{name}")`', hint=report.hint, name=report.name)))
 
 
 _MARKS = {Status.PASSED: "✓ passed", Status.FAILED: "✗ failed", Status.NOT_ATTEMPTED: "… not attempted"}
@@ -154,9 +164,9 @@ _COLOURS = {Status.PASSED: "#1a7f37", Status.FAILED: "#cf222e", Status.NOT_ATTEM
 
 
 def _headline(report: Report) -> tuple[str, str]:
-    mark = _MARKS[report.status]
+    mark = tr(_MARKS[report.status])
     if report.status is Status.FAILED:
-        mark += f" ({report.n_passed} of {report.n_cases} cases passed before the failure)"
+        mark += tr(msg(" ({k} of {n} cases passed before the failure)", k=report.n_passed, n=report.n_cases))
     return report.signature, mark
 
 

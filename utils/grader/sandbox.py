@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..i18n import msg
+
 _GRADER_DIR = os.path.dirname(os.path.abspath(__file__))
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 
@@ -225,8 +227,9 @@ def guarded(forbidden=(), seconds: float | None = None):
             yield
 
 
-def reader_frame(exc: BaseException) -> str | None:
-    """'line 7, in softmax: e = torch.exp(x - m)', the innermost frame that is the reader's own."""
+def reader_frame(exc: BaseException, code: bool = True) -> str | None:
+    """'line 7, in softmax: e = torch.exp(x - m)', the innermost frame that is the reader's own ('line 7, in
+    softmax' without `code`)."""
     mine = None
     for frame in traceback.extract_tb(exc.__traceback__):
         path = os.path.abspath(frame.filename) if frame.filename else ""
@@ -237,5 +240,6 @@ def reader_frame(exc: BaseException) -> str | None:
         mine = frame
     if mine is None:
         return None
-    line = (mine.line or linecache.getline(mine.filename, mine.lineno)).strip()
-    return f"line {mine.lineno}, in {mine.name}: {line}" if line else f"line {mine.lineno}, in {mine.name}"
+    place = msg("line {line}, in {function}", line=mine.lineno, function=mine.name)
+    line = (mine.line or linecache.getline(mine.filename, mine.lineno)).strip() if code else ""
+    return msg("{place}: {code}", place=place, code=line) if line else place

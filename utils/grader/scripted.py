@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..i18n import msg, tr
+
 MASK = (1 << 64) - 1
 CALL = "model(input_ids, past_kvs=None)"
 
@@ -43,9 +45,14 @@ class Fed:
     tokens: int
     cache: int | None = None
 
-    def __repr__(self) -> str:
-        fed = f"{self.tokens} token{'' if self.tokens == 1 else 's'}"
-        return fed + (" without a cache" if self.cache is None else f" with a cache of {self.cache}")
+    def __repr__(self) -> str:        # in the reader's language: a report shows it inside a message
+        if self.cache is None:
+            said = msg("1 token without a cache") if self.tokens == 1 else msg("{n} tokens without a cache",
+                                                                                n=self.tokens)
+        else:
+            said = (msg("1 token with a cache of {cache}", cache=self.cache) if self.tokens == 1 else
+                    msg("{n} tokens with a cache of {cache}", n=self.tokens, cache=self.cache))
+        return tr(said)
 
 
 def mix(z: int) -> int:
@@ -120,8 +127,8 @@ class ScriptedLM(nn.Module):
     def forward(self, input_ids, past_kvs=None, **unexpected):
         if unexpected:
             name = next(iter(unexpected))
-            raise TypeError(f"{CALL} has no argument {name!r}: the model's call is DecoderLM's, "
-                            "model(input_ids, past_kvs) -> (logits, kvs)")
+            raise TypeError(msg("{call} has no argument {name!r}: the model's call is DecoderLM's, "
+                                "model(input_ids, past_kvs) -> (logits, kvs)", call=CALL, name=name))
         ids = self._check_ids(input_ids)
         B, T = ids.shape
         past = self._read_cache(past_kvs, B)
@@ -133,22 +140,24 @@ class ScriptedLM(nn.Module):
 
     def _check_ids(self, ids) -> torch.Tensor:
         if not isinstance(ids, torch.Tensor):
-            raise TypeError(f"{CALL}: input_ids must be a torch.Tensor of token ids of shape (B, T); "
-                            f"got a {type(ids).__name__}")
+            raise TypeError(msg("{call}: input_ids must be a torch.Tensor of token ids of shape (B, T); got a {type}",
+                                call=CALL, type=type(ids).__name__))
         if ids.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{CALL}: input_ids must hold integer token ids (torch.long); got {ids.dtype}: "
-                            "append the chosen token ids (argmax / multinomial give int64), not logits or "
-                            "probabilities, and do not mix float tensors into torch.cat")
+            raise TypeError(msg("{call}: input_ids must hold integer token ids (torch.long); got {dtype}: append the "
+                                "chosen token ids (argmax / multinomial give int64), not logits or probabilities, "
+                                "and do not mix float tensors into torch.cat", call=CALL, dtype=ids.dtype))
         if ids.dim() != 2:
             extra = (": feed the new tokens as a (B, 1) tensor, e.g. next_token[:, None]" if ids.dim() == 1 else
                      ": squeeze the extra axis" if ids.dim() == 3 else "")
-            raise ValueError(f"{CALL}: input_ids must have shape (B, T); got shape {tuple(ids.shape)}{extra}")
+            raise ValueError(msg("{call}: input_ids must have shape (B, T); got shape {shape}{extra}", call=CALL,
+                                 shape=tuple(ids.shape), extra=extra))
         if ids.shape[1] == 0:
-            raise ValueError(f"{CALL}: input_ids of shape {tuple(ids.shape)} holds no token to feed")
+            raise ValueError(msg("{call}: input_ids of shape {shape} holds no token to feed", call=CALL,
+                                 shape=tuple(ids.shape)))
         bad = (ids < 0) | (ids >= self.vocab_size)
         if bad.any():
-            raise ValueError(f"{CALL}: token id {int(ids[bad][0])} is outside the vocabulary "
-                             f"[0, {self.vocab_size})")
+            raise ValueError(msg("{call}: token id {id} is outside the vocabulary [0, {vocab})", call=CALL,
+                                 id=int(ids[bad][0]), vocab=self.vocab_size))
         return ids
 
     def _read_cache(self, past, B: int) -> torch.Tensor | None:
@@ -161,20 +170,21 @@ class ScriptedLM(nn.Module):
                     and all(isinstance(kv, (list, tuple)) and len(kv) == 2
                             and all(isinstance(t, torch.Tensor) for t in kv) for kv in past))
         if not shape_ok:
-            raise TypeError(f"{CALL}: past_kvs must be the kvs the model returned: a list with one (k, v) per "
-                            f"layer ({L} layers); got {_sketch(past)}")
+            raise TypeError(msg("{call}: past_kvs must be the kvs the model returned: a list with one (k, v) per "
+                                "layer ({layers} layers); got {got}", call=CALL, layers=L, got=_sketch(past)))
         k0 = past[0][0]
         if k0.dim() != 4 or k0.shape[0] != B or k0.shape[1] != H or k0.shape[3] != D:
-            raise ValueError(f"{CALL}: past_kvs holds keys of shape {tuple(k0.shape)}; for input_ids with {B} "
-                             f"row(s) this model's cache is (B={B}, n_kv_heads={H}, S, head_dim={D})")
+            raise ValueError(msg("{call}: past_kvs holds keys of shape {shape}; for input_ids with {B} row(s) this "
+                                 "model's cache is (B={B}, n_kv_heads={H}, S, head_dim={D})", call=CALL,
+                                 shape=tuple(k0.shape), B=B, H=H, D=D))
         S = k0.shape[2]
         tokens = k0[:, 0, :, 0]
         expected = self._cache(tokens.round().long().clamp(0, self.vocab_size - 1))
         if tokens.dtype != self.dtype or not all(k.shape == ke.shape and v.shape == ve.shape and torch.equal(k, ke)
                                                  and torch.equal(v, ve) for (k, v), (ke, ve) in zip(past, expected)):
-            raise ValueError(f"{CALL}: past_kvs is not a cache this model returned (its {S} positions were "
-                             "changed, reordered or concatenated): pass back the kvs of the previous call "
-                             "as they are: they already hold every earlier position")
+            raise ValueError(msg("{call}: past_kvs is not a cache this model returned (its {S} positions were "
+                                 "changed, reordered or concatenated): pass back the kvs of the previous call "
+                                 "as they are: they already hold every earlier position", call=CALL, S=S))
         return tokens.round().long()
 
     def _cache(self, seqs: torch.Tensor) -> list:
@@ -188,7 +198,7 @@ class ScriptedLM(nn.Module):
 
 def _sketch(obj) -> str:
     if isinstance(obj, torch.Tensor):
-        return f"a tensor of shape {tuple(obj.shape)}"
+        return msg("a tensor of shape {shape}", shape=tuple(obj.shape))
     if isinstance(obj, (list, tuple)):
-        return f"a {type(obj).__name__} of {len(obj)}"
-    return f"a {type(obj).__name__}"
+        return msg("a {name} of {n}", name=type(obj).__name__, n=len(obj))
+    return msg("a {name}", name=type(obj).__name__)

@@ -35,13 +35,17 @@ from functools import partial
 import torch
 from torch import nn
 
+from ...i18n import msg, tr
 from ..compare import Verdict
 from ..core import Case, Exercise
 from ..procgroup import SENT, PackedError, RankResult, run_groups
-from ..protocol import Outcome, describe, detached, gradients, requiring_grad
+from ..protocol import Outcome, describe, detached, gradients, listed, requiring_grad
 from ..sandbox import TimeLimitExceeded, guarded, reader_frame
 
 SLACK = 0.25    # s the Python time limit leaves after the gloo timeout, so a rank waiting in C++ reports as waiting
+# where a rank's code raised, by the stage it had reached
+STAGES = {"call": "rank {r} of {world}", "constructor": "rank {r} of {world}, in the constructor",
+          "forward": "rank {r} of {world}, in the forward", "backward": "rank {r} of {world}, in the backward"}
 
 
 @dataclass(frozen=True)
@@ -66,11 +70,11 @@ class _Brief:
     """A module argument as the report shows it."""
 
     def __init__(self, m: nn.Module):
-        n = sum(p.numel() for p in m.parameters())
-        self.text = f"{type(m).__name__} ({len(list(m.parameters()))} parameters, {n:,} numbers)"
+        self.text = msg("{name} ({n} parameters, {numbers:,} numbers)", name=type(m).__name__,
+                        n=len(list(m.parameters())), numbers=sum(p.numel() for p in m.parameters()))
 
-    def __repr__(self):
-        return self.text
+    def __repr__(self):         # in the reader's language: the call is described as the check runs
+        return tr(self.text)
 
 
 def _waiting(e: BaseException) -> bool:
@@ -185,14 +189,15 @@ class DistributedExercise(Exercise):
                 for k in keys[len(ran):]:
                     target, case = items[k]
                     if target is hung:
-                        outcomes[k] = replace(last, call=self._call(None, world, case)
-                                              + "   [not run: the group hung in an earlier case]")
+                        outcomes[k] = replace(last, call=msg("{call}   [not run: the group hung in an earlier case]",
+                                                             call=self._call(None, world, case)))
         return outcomes
 
     def _call(self, text, world, case) -> str:
         if text is None:
             text = self._describe(case.make(0, world))
-        return f"{self.name}({text}) on {world} rank{'s' if world > 1 else ''}"
+        return msg("{name}({call}) on {world} ranks" if world > 1 else "{name}({call}) on {world} rank",
+                   name=self.name, call=text, world=world)
 
     @staticmethod
     def _briefs(args, kwargs):
@@ -204,51 +209,48 @@ class DistributedExercise(Exercise):
         calls = [r.value[0] for r in ranks if r.value is not None]
         out = Outcome(call=self._call(calls[0] if calls else None, world, case))
         if all(r.status == "ok" for r in ranks):
-            out.parts = [(f"rank {r} of {world}: {label}", v) for r, res in enumerate(ranks)
-                         for label, v in res.value[1]]
+            out.parts = [(msg("rank {r} of {world}: {label}", r=r, world=world, label=label), v)
+                         for r, res in enumerate(ranks) for label, v in res.value[1]]
             return out
         errors = [r for r, res in enumerate(ranks) if res.status in ("error", "died")]
         if errors:
             r = errors[0]
             stage = ranks[r].value[1] if ranks[r].value is not None else "call"
-            out.error, out.stage = ranks[r].error.rebuild(), f"rank {r} of {world}" + (
-                f", in the {stage}" if stage != "call" else "")
+            out.error, out.stage = ranks[r].error.rebuild(), msg(STAGES[stage], r=r, world=world)
             return out
         order = {"timeout": 0, "silent": 1, "stuck": 2}
         r = min((r for r, res in enumerate(ranks) if res.status in order), key=lambda r: (order[ranks[r].status], r))
         what = self._hang(ranks, world, where=False)
         out.error = ranks[r].error.rebuild(what) if ranks[r].error else TimeLimitExceeded(what)
-        out.stage = f"rank {r} of {world}"
-        out.call += f"   [{self._hang(ranks, world, where=True)}]"
+        out.stage = msg(STAGES["call"], r=r, world=world)
+        out.call = msg("{call}   [{hang}]", call=out.call, hang=self._hang(ranks, world, where=True))
         return out
 
     def _hang(self, ranks: list, world: int, where: bool) -> str:
         """What every rank was doing when the group was stopped; `where` adds each rank's line (the message
         of the error leaves them out, so that the same hang in other code is recognised as the same mistake)."""
         def at(res):
-            frame = reader_frame(res.error.rebuild()) if where and res.error else None
-            return f" at {frame.split(':')[0]}" if frame else ""
-        said = [{"ok": f"rank {r} had returned",
-                 "timeout": f"rank {r} was still running{at(res)} (an endless loop?)",
-                 "stuck": f"rank {r} was waiting for a message{at(res)}",
-                 "silent": f"rank {r} never returned"}[res.status] for r, res in enumerate(ranks)]
-        text = f"stopped after {self.timeout:g} s: " + "; ".join(said)
+            frame = reader_frame(res.error.rebuild(), code=False) if where and res.error else None
+            return msg(" at {place}", place=frame) if frame else ""
+        doing = {"ok": "rank {r} had returned", "timeout": "rank {r} was still running{at} (an endless loop?)",
+                 "stuck": "rank {r} was waiting for a message{at}", "silent": "rank {r} never returned"}
+        said = listed((msg(doing[res.status], r=r, at=at(res)) for r, res in enumerate(ranks)), "; ")
         # the last clause names the kind of hang; the engine matches hangs by it alone (which rank had got where
         # when the group was stopped depends on the machine's load): a rank slow to report counts as waiting
         waiting = [res.status in ("stuck", "silent") for res in ranks]
         if world > 1 and all(waiting) and any(res.status == "stuck" for res in ranks):
-            text += ": every rank waits for another, a deadlock"
+            kind = "every rank waits for another, a deadlock"
         elif any(res.status == "stuck" for res in ranks) and not any(res.status == "timeout" for res in ranks):
-            text += ": a rank waits for a message that is never sent"
+            kind = "a rank waits for a message that is never sent"
         else:
-            text += ": a rank never finished"
-        return text
+            kind = "a rank never finished"
+        return msg("stopped after {seconds:g} s: {ranks}: {kind}", seconds=self.timeout, ranks=said, kind=kind)
 
     # -- a child: one rank of one case
     def _on_rank(self, items: list, rank: int, world: int, k: int) -> RankResult:
         target, case = items[k]
         made = case.make(rank, world)
-        where, stage = f"rank {rank} of {world}", ["call"]
+        where, stage = msg(STAGES["call"], r=rank, world=world), ["call"]
         inputs = made.inputs[0] if isinstance(made, Layer) else made[0]
         bounds = self.traffic(inputs, world) if self.traffic is not None else None
         guard = (lambda: guarded(self.forbidden, self.timeout + SLACK)) if target is not self.oracle else nullcontext
@@ -264,10 +266,10 @@ class DistributedExercise(Exercise):
             low, high = bounds
             sent = SENT["bytes"]
             ok = target is self.oracle or low <= sent <= high
-            span = f"{low:,} bytes" if low == high else f"{low:,} to {high:,} bytes"
+            span = msg("{n:,} bytes", n=low) if low == high else msg("{low:,} to {high:,} bytes", low=low, high=high)
             parts.append(("bytes sent point to point", Verdict() if ok else Verdict(
-                "traffic", f"{where} sent {sent:,} bytes through send/isend; {self.traffic_rule}: {span} per rank",
-                key=sent)))
+                "traffic", msg("{where} sent {sent:,} bytes through send/isend; {rule}: {span} per rank", where=where,
+                               sent=sent, rule=self.traffic_rule, span=span), key=sent)))
         return RankResult("ok", (call, parts))
 
     def _describe(self, made) -> str:
@@ -287,15 +289,16 @@ class DistributedExercise(Exercise):
         given = [*args, *kwargs.values()]
         for name, a in zip(names, given):
             if isinstance(a, torch.Tensor):
-                parts.append((f"`{name}` after the call", detached(a)))
+                parts.append((msg("`{name}` after the call", name=name), detached(a)))
             elif isinstance(a, nn.Module):
                 named = list(a.named_parameters())
-                parts += [(f"gradient of {name}.{n}", None if p.grad is None else detached(p.grad)) for n, p in named]
+                parts += [(msg("gradient of {name}", name=f"{name}.{n}"), None if p.grad is None else detached(p.grad))
+                          for n, p in named]
                 changed = [n for (n, p), b in zip(named, before[id(a)])
                            if not torch.equal(torch.nan_to_num(p.detach()), torch.nan_to_num(b))]
-                parts.append((f"parameters of {name} unchanged", Verdict() if not changed else Verdict(
-                    "mutated-input", f"{where}: your code changed the values of {name}.{changed[0]}; only the "
-                                     "gradients should change", key=tuple(changed))))
+                parts.append((msg("parameters of {name} unchanged", name=name), Verdict() if not changed else Verdict(
+                    "mutated-input", msg("{where}: your code changed the values of {name}; only the gradients should "
+                                         "change", where=where, name=f"{name}.{changed[0]}"), key=tuple(changed))))
         parts.append(("returned value", _returned(value, given)))
         return parts
 
@@ -318,18 +321,18 @@ class DistributedExercise(Exercise):
             y = m(*x, **xkw)
         parts.append(("output", detached(y)))
         stage[0] = "backward"
-        wrt = {**{f"gradient of {n}": p for n, p in m.named_parameters()},
-               **{f"gradient of input {i}": t for i, t in enumerate(leaves)}}
+        wrt = {**{msg("gradient of {name}", name=n): p for n, p in m.named_parameters()},
+               **{msg("gradient of input {i}", i=i): t for i, t in enumerate(leaves)}}
         out = Outcome()
         grads = gradients(y, wrt, guard, out, seed=99)
         if out.error is not None:
             raise out.error
         cut = next((g for g in grads.values() if isinstance(g, str)), None)
         parts.append(("output connected to the autograd graph", Verdict() if cut is None else Verdict(
-            "no-grad", f"{where}: {cut}")))
+            "no-grad", msg("{where}: {cut}", where=where, cut=cut))))
         return parts + ([] if cut else list(grads.items()))
 
     def _names(self, n: int) -> list:
         inside = self.signature.partition("(")[2].rpartition(")")[0]
         names = [p.split("=")[0].split(":")[0].strip().lstrip("*") for p in inside.split(",") if p.strip()]
-        return (names + [f"argument {i}" for i in range(len(names), n)])[:n]
+        return (names + [msg("argument {i}", i=i) for i in range(len(names), n)])[:n]

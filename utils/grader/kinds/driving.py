@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...i18n import msg
 from ..core import Exercise, Property
 from ..protocol import Outcome, attempt, describe, detached
 from ..scripted import ScriptedLM
@@ -63,7 +64,7 @@ class DrivingExercise(Exercise):
         if self.count_calls:
             for m in models:
                 out.parts.append(("model calls (one per new token, no extra forward)", len(m.calls)))
-                out.parts += [(f"model call {k}", c) for k, c in enumerate(m.calls, 1)]
+                out.parts += [(msg("model call {k}", k=k), c) for k, c in enumerate(m.calls, 1)]
         out.inputs_after = tuple(detached(a) for a in args if isinstance(a, torch.Tensor))
         return out
 
@@ -76,16 +77,16 @@ class DrivingExercise(Exercise):
 
 def _tokens_problem(tokens, prompt: torch.Tensor, n: int, vocab: int) -> str | None:
     if not isinstance(tokens, torch.Tensor):
-        return f"returned a {type(tokens).__name__}; expected a tensor of token ids"
+        return msg("returned a {name}; expected a tensor of token ids", name=type(tokens).__name__)
     B, T = prompt.shape
     if tuple(tokens.shape) != (B, T + n):
-        return f"returned shape {tuple(tokens.shape)}; expected {(B, T + n)}"
+        return msg("returned shape {got}; expected {expected}", got=tuple(tokens.shape), expected=(B, T + n))
     if tokens.dtype != prompt.dtype:
-        return f"returned dtype {tokens.dtype}; expected {prompt.dtype}"
+        return msg("returned dtype {got}; expected {expected}", got=tokens.dtype, expected=prompt.dtype)
     if not torch.equal(tokens[:, :T], prompt):
         return "the returned tokens do not start with the prompt"
     if ((tokens < 0) | (tokens >= vocab)).any():
-        return f"returned token ids outside the vocabulary [0, {vocab})"
+        return msg("returned token ids outside the vocabulary [0, {vocab})", vocab=vocab)
     return None
 
 
@@ -174,8 +175,9 @@ def samples_within(make: Callable, draws: int = 3) -> Property:
                                               kwargs.get("top_k"), kwargs.get("top_p"))
                     if row[t] not in maybe:
                         what = ", ".join(f"{k}={kwargs[k]}" for k in ("temperature", "top_k", "top_p") if k in kwargs)
-                        return (f"row {b}, new token {t - T + 1}: drew token {row[t]}, which {what} excludes "
-                                f"(allowed: {sorted(maybe)}): filter the logits before drawing")
+                        return msg("row {b}, new token {k}: drew token {token}, which {what} excludes (allowed: "
+                                   "{allowed}): filter the logits before drawing", b=b, k=t - T + 1, token=row[t],
+                                   what=what, allowed=sorted(maybe))
         return None
 
     return Property("sampled tokens stay inside the top-k / top-p set", check)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...i18n import msg
 from ..core import Exercise
 from ..protocol import Outcome, attempt, detached
 
@@ -36,9 +37,9 @@ class GradientsExercise(Exercise):
         out.parts = [("returned total norm", detached(norm))]
         for i, p in enumerate(params):
             if grads[i] is None:
-                out.parts.append((f"parameter {i} still has no gradient", p.grad is None))
+                out.parts.append((msg("parameter {i} still has no gradient", i=i), p.grad is None))
             else:
-                out.parts.append((f"gradient of parameter {i} after clipping", detached(p.grad)))
+                out.parts.append((msg("gradient of parameter {i} after clipping", i=i), detached(p.grad)))
         out.inputs_after = tuple(p.detach().clone() for p in params)
         return out
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...i18n import msg
 from ..core import Exercise
 from ..protocol import Outcome, attempt, describe, detached, gradients, requiring_grad, tensors_in
 
@@ -72,8 +73,8 @@ class ModuleExercise(Exercise):
 
     def structure(self, target):
         if not (isinstance(target, type) and issubclass(target, nn.Module)):
-            return (f"check('{self.name}', ...) expects your class (a subclass of nn.Module), "
-                    f"not {'an instance' if isinstance(target, nn.Module) else type(target).__name__}")
+            return msg("check('{name}', ...) expects your class (a subclass of nn.Module), not {what}", name=self.name,
+                       what="an instance" if isinstance(target, nn.Module) else type(target).__name__)
         return None
 
     def pristine_inputs(self, case):
@@ -113,32 +114,34 @@ class ModuleExercise(Exercise):
             try:   # inputs built from earlier outputs may fail on a reader's odd output
                 a, kw = step.inputs(prev) if callable(step.inputs) else step.inputs
             except Exception as e:
-                out.error, out.stage = e, f"step {k}, {mode} mode (feeding back your earlier output)"
+                out.error, out.stage = e, msg("step {k}, {mode} mode (feeding back your earlier output)", k=k,
+                                              mode=mode)
                 break
             calls.append(f"{mode}: forward({describe(a, kw)})")
             leaves = []
             if step.grad:
                 a, leaves = requiring_grad(a)
-            with attempt(out, f"step {k}, {mode} mode", guard):
+            with attempt(out, msg("step {k}, {mode} mode", k=k, mode=mode), guard):
                 m.train(step.train)
                 y = m(*a, **kw)
             if out.failed:
                 break
-            out.parts.append((f"step {k} ({mode}) output", detached(y)))
+            out.parts.append((msg("step {k} ({mode}) output", k=k, mode=mode), detached(y)))
             buffers = self._buffers(m)
             if script.track and buffers:
-                out.parts.append((f"step {k} ({mode}) buffers", detached(buffers)))
-                out.parts.append((f"step {k} ({mode}): {HISTORY}",
+                out.parts.append((msg("step {k} ({mode}) buffers", k=k, mode=mode), detached(buffers)))
+                out.parts.append((msg("step {k} ({mode}): {rule}", k=k, mode=mode, rule=HISTORY),
                                   not any(b.requires_grad or b.grad_fn is not None for b in buffers.values())))
             if not callable(step.inputs):
                 after += [detached(t) for t in tensors_in(step.inputs)]
             if step.grad:
-                wrt = {f"gradient of input {i}": x for i, x in enumerate(leaves)}
-                wrt.update((f"gradient of {n}", p) for n, p in m.named_parameters())
+                wrt = {msg("gradient of input {i}", i=i): x for i, x in enumerate(leaves)}
+                wrt.update((msg("gradient of {name}", name=n), p) for n, p in m.named_parameters())
                 grads = gradients(y, wrt, guard, out, seed=99)
                 if grads is None:
                     break
-                out.grads = {**(out.grads or {}), **{f"step {k}: {label}": g for label, g in grads.items()}}
+                out.grads = {**(out.grads or {}), **{msg("step {k}: {label}", k=k, label=label): g
+                                                     for label, g in grads.items()}}
             prev.append(y)
         out.call = init + "; " + "; ".join(calls)
         out.inputs_after = tuple(after)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
+from ...i18n import msg
 from ..core import Exercise
-from ..protocol import Outcome, attempt, describe, detached
+from ..protocol import Outcome, attempt, describe, detached, listed
 
 
 def eager(builtin: type) -> type:
@@ -55,7 +56,7 @@ class OptimizerRun:
     reload_after: int | None = None  # after this step: state_dict(), a new optimizer, load_state_dict()
 
     def protocol(self) -> str:
-        parts = [f"{self.steps} steps"]
+        parts = [msg("{n} steps", n=self.steps)]
         if self.lr_at is not None:
             parts.append("lr changed between steps")
         if self.zero_grad:
@@ -63,8 +64,8 @@ class OptimizerRun:
         if self.closure:
             parts.append("step(closure)")
         if self.reload_after is not None:
-            parts.append(f"state_dict() reloaded into a new optimizer after step {self.reload_after}")
-        return ", ".join(parts)
+            parts.append(msg("state_dict() reloaded into a new optimizer after step {t}", t=self.reload_after))
+        return listed(parts)
 
 
 @dataclass
@@ -75,13 +76,13 @@ class OptimizerExercise(Exercise):
 
     def structure(self, target):
         if not (isinstance(target, type) and issubclass(target, torch.optim.Optimizer)):
-            return (f"check('{self.name}', ...) expects your optimizer class, a subclass of "
-                    f"torch.optim.Optimizer; got {getattr(target, '__name__', type(target).__name__)}")
+            return msg("check('{name}', ...) expects your optimizer class, a subclass of torch.optim.Optimizer; "
+                       "got {got}", name=self.name, got=getattr(target, "__name__", type(target).__name__))
         builtin = [k for k in target.__mro__[1:] if k.__module__.startswith("torch.optim")
                    and k is not torch.optim.Optimizer]
         if builtin:
-            return (f"your {target.__name__} inherits from {builtin[0].__module__}.{builtin[0].__name__}: "
-                    "subclass torch.optim.Optimizer itself and write step() yourself")
+            return msg("your {name} inherits from {base}: subclass torch.optim.Optimizer itself and write step() "
+                       "yourself", name=target.__name__, base=f"{builtin[0].__module__}.{builtin[0].__name__}")
         return None
 
     def pristine_inputs(self, case):
@@ -91,8 +92,9 @@ class OptimizerExercise(Exercise):
         run: OptimizerRun = case.make()
         params = [p.detach().clone().requires_grad_() for p in run.params]
         shapes = ", ".join(str(tuple(p.shape)) for p in params)
-        out = Outcome(call=f"{self.name}({len(run.groups)} group(s) of params {shapes}, "
-                           f"{describe((), run.hyper)}); {run.protocol()}")
+        out = Outcome(call=msg("{name}({n} group(s) of params {shapes}, {hyper}); {protocol}", name=self.name,
+                               n=len(run.groups), shapes=shapes, hyper=describe((), run.hyper),
+                               protocol=run.protocol()))
 
         def build():
             groups = [{**g, "params": [params[i] for i in g["params"]]} for g in run.groups]
@@ -117,7 +119,7 @@ class OptimizerExercise(Exercise):
                         p.grad.add_(g.to(p.dtype))
 
             if run.zero_grad:
-                with attempt(out, f"zero_grad before step {t}", guard):
+                with attempt(out, msg("zero_grad before step {t}", t=t), guard):
                     opt.zero_grad(set_to_none=False)
                 if out.failed:
                     return out
@@ -129,18 +131,20 @@ class OptimizerExercise(Exercise):
                     return sum((p.detach().double() ** 2).sum() for p in params)
             else:
                 write_grads()
-            with attempt(out, f"step {t}", guard):
+            with attempt(out, msg("step {t}", t=t), guard):
                 returned = opt.step(closure) if run.closure else opt.step()
             if out.failed:
                 return out
             if run.closure:
-                out.parts.append((f"step {t}: what step(closure) returns (the closure's loss)", detached(returned)))
-                out.parts.append((f"step {t}: times step(closure) called the closure", len(calls)))
-            out.parts += [(f"after step {t}: parameter {i}", p.detach().clone()) for i, p in enumerate(params)]
-            out.parts += [(f"after step {t}: gradient of parameter {i} (step() must leave p.grad as it was)",
-                           detached(p.grad)) for i, p in enumerate(params)]
+                out.parts.append((msg("step {t}: what step(closure) returns (the closure's loss)", t=t),
+                                  detached(returned)))
+                out.parts.append((msg("step {t}: times step(closure) called the closure", t=t), len(calls)))
+            out.parts += [(msg("after step {t}: parameter {i}", t=t, i=i), p.detach().clone())
+                          for i, p in enumerate(params)]
+            out.parts += [(msg("after step {t}: gradient of parameter {i} (step() must leave p.grad as it was)", t=t,
+                               i=i), detached(p.grad)) for i, p in enumerate(params)]
             if t == run.reload_after:
-                with attempt(out, f"state_dict() / load_state_dict() after step {t}", guard):
+                with attempt(out, msg("state_dict() / load_state_dict() after step {t}", t=t), guard):
                     state = opt.state_dict()
                     opt = build()
                     opt.load_state_dict(state)

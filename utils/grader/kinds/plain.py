@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..compare import TOLERANCE, Verdict
+from ...i18n import msg
+from ..compare import TOLERANCE, Verdict, at
 from ..core import Exercise
 from ..protocol import Outcome, attempt, describe, detached
 
@@ -77,7 +78,7 @@ def changed(before, after, where: str) -> str | None:
         if type(after) is not type(before) or len(after) != len(before):
             return where
         for i, (b, a) in enumerate(zip(before, after)):
-            w = changed(b, a, f"{where}[{i}]")
+            w = changed(b, a, at(where, i))
             if w:
                 return w
         return None
@@ -85,7 +86,7 @@ def changed(before, after, where: str) -> str | None:
         if not isinstance(after, dict) or set(after) != set(before):
             return where
         for k in before:
-            w = changed(before[k], after[k], f"{where}[{k!r}]")
+            w = changed(before[k], after[k], at(where, repr(k)))
             if w:
                 return w
         return None
@@ -102,7 +103,7 @@ def parameter_names(fn, n: int) -> list[str]:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    return [params[i] if i < len(params) else f"argument {i}" for i in range(n)]
+    return [params[i] if i < len(params) else msg("argument {i}", i=i) for i in range(n)]
 
 
 def untouched(before, args, kwargs, names, what: str) -> Verdict:
@@ -114,9 +115,9 @@ def untouched(before, args, kwargs, names, what: str) -> Verdict:
         where = changed(b, a, name)
         if where:
             return Verdict("mutated-input",
-                           f"{what} changed its argument `{name}` in place ({where} differs after the call); leave "
-                           "the inputs as they were: work on a copy (list(x), dict(x), x.copy(), x.clone())",
-                           key=name)
+                           msg("{what} changed its argument `{name}` in place ({where} differs after the call); leave "
+                               "the inputs as they were: work on a copy (list(x), dict(x), x.copy(), x.clone())",
+                               what=what, name=name, where=where), key=name)
     return Verdict()
 
 
@@ -147,11 +148,15 @@ class PlainExercise(Exercise):
         kinds = (tuple,) if self.sequences == "exact" else (tuple, list)
         if not isinstance(value, kinds) or len(value) != n:
             if value is None:
-                return [("output", Verdict("returned-none", "output is None: did you forget `return`?", key=None))]
-            got = f"a {type(value).__name__}" + (f" of {len(value)}" if isinstance(value, (tuple, list)) else "")
-            return [("output", Verdict("wrong-type", f"output is {got}; expected a tuple of {n}: "
-                                                     f"({', '.join(self.returns)})", key=type(value).__name__))]
-        return [("output", Verdict())] + [(name, detached(v)) for name, v in zip(self.returns, value)]
+                return [("output", Verdict("returned-none", msg("{where} is None: did you forget `return`?",
+                                                                where="output"), key=None))]
+            got = (msg("a {name} of {n}", name=type(value).__name__, n=len(value)) if isinstance(value, (tuple, list))
+                   else msg("a {name}", name=type(value).__name__))
+            return [("output", Verdict("wrong-type", msg("output is {got}; expected a tuple of {n}: ({names})", got=got,
+                                                         n=n, names=", ".join(self.returns)),
+                                       key=type(value).__name__))]
+        named = [(msg("{name}", name=name), detached(v)) for name, v in zip(self.returns, value)]  # shown as named
+        return [("output", Verdict())] + named
 
     def outcome(self, target, case, guard) -> Outcome:
         args, kwargs = copied(case.make())      # a list bound in the declaration is never the one changed
@@ -203,7 +208,7 @@ class PlainClassExercise(PlainExercise):
     def structure(self, target):
         if not isinstance(target, type):
             what = "an instance" if not callable(target) else type(target).__name__
-            return f"check('{self.name}', ...) expects your class itself, not {what}"
+            return msg("check('{name}', ...) expects your class itself, not {what}", name=self.name, what=what)
         return None
 
     def outcome(self, target, case, guard) -> Outcome:
@@ -223,18 +228,19 @@ class PlainClassExercise(PlainExercise):
             try:      # arguments fed from the reader's own earlier results may not be what feed expects
                 a, kw = m.feed(results) if m.feed else copied((m.args, m.kwargs))
             except Exception as e:
-                out.error, out.stage = e, f"call {k}, {m.name} (feeding back your earlier results)"
+                out.error, out.stage = e, msg("call {k}, {name} (feeding back your earlier results)", k=k,
+                                              name=m.name)
                 break
             described.append(f"{k}: {m.name}({shown(a, kw)})")
             before = copied((a, kw))
-            with attempt(out, f"call {k}, {m.name}", guard):
+            with attempt(out, msg("call {k}, {name}", k=k, name=m.name), guard):
                 value = getattr(obj, m.name)(*a, **kw)
             if out.failed:
                 break
-            out.parts.append((f"call {k}: {m.name}(...)", detached(value)))
+            out.parts.append((msg("call {k}: {name}(...)", k=k, name=m.name), detached(value)))
             arg_names = parameter_names(getattr(self.oracle, m.name), len(a) + 1)[1:]
-            out.parts.append((f"call {k}: arguments of {m.name}",
-                              untouched(before, a, kw, arg_names, f"your {m.name}")))
+            out.parts.append((msg("call {k}: arguments of {name}", k=k, name=m.name),
+                              untouched(before, a, kw, arg_names, msg("your {name}", name=m.name))))
             results.append(value)
         out.call = init + "; " + "; ".join(described) if described else init
         return out

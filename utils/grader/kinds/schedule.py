@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...i18n import msg
 from ..core import Exercise
 from ..protocol import Outcome, attempt, detached
 
@@ -20,13 +21,14 @@ class ScheduleExercise(Exercise):
     def outcome(self, target, case, guard) -> Outcome:
         hyper, steps, by_keyword = case.make()
         desc = ", ".join(f"{n}={v!r}" for n, v in hyper.items())
-        out = Outcome(call=f"{self.name}(step, {desc}) for step in {steps[0]}..{steps[-1]}")
+        out = Outcome(call=msg("{name}(step, {hyper}) for step in {first}..{last}", name=self.name, hyper=desc,
+                               first=steps[0], last=steps[-1]))
         for s in steps:
-            with attempt(out, f"step {s}", guard):
+            with attempt(out, msg("step {t}", t=s), guard):
                 lr = target(s, **hyper) if by_keyword else target(s, *hyper.values())
             if out.failed:
                 return out
-            out.parts.append((f"{self.what} at step {s}", detached(lr)))
+            out.parts.append((msg("{what} at step {t}", what=self.what, t=s), detached(lr)))
         return out
 
     def pristine_inputs(self, case):

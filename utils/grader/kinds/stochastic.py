@@ -40,9 +40,10 @@ from functools import partial
 
 import torch
 
-from ..compare import FEW, TOLERANCE, Verdict, tensor_form, unravel
-from ..core import Case, Exercise, Mistake
-from ..protocol import Outcome, attempt, describe, detached, tensors_in
+from ...i18n import msg
+from ..compare import FEW, TOLERANCE, Verdict, at, tensor_form, unravel
+from ..core import Case, Exercise, Mistake, said
+from ..protocol import Outcome, attempt, describe, detached, listed, tensors_in
 from ..result import Problem
 from ..stats import acceptance, within
 from .plain import parameter_names
@@ -119,7 +120,7 @@ def index_names(what: str = "token") -> Callable:
     """names() matching `indices`: 'token 0', ..., 'token V-1', then 'an id outside 0..V-1'."""
     def names(args, kwargs):
         V = args[0].shape[-1]
-        return [f"{what} {i}" for i in range(V)] + [f"an id outside 0..{V - 1}"]
+        return [f"{what} {i}" for i in range(V)] + [msg("an id outside 0..{last}", last=V - 1)]
     return names
 
 
@@ -297,9 +298,9 @@ class StochasticExercise(Exercise):
         seed, calls = getattr(case, "seed", 0), plan.calls
         args, kwargs = case.make()
         total = int(plan.n.sum())
-        out = Outcome(call=f"{self.name}({describe(args, kwargs)}, generator=torch.Generator().manual_seed({seed}))"
-                           + (f", {calls} calls on that generator" if calls > 1 else "")
-                           + f": {total:,} draws")
+        out = Outcome(call=msg("{name}({args}, generator=torch.Generator().manual_seed({seed})){calls}: "
+                               "{total:,} draws", name=self.name, args=describe(args, kwargs), seed=seed, total=total,
+                               calls=msg(", {n} calls on that generator", n=calls) if calls > 1 else ""))
         if target is self.oracle:
             out.parts = [(label, Verdict()) for label in LABELS]
             return out
@@ -313,16 +314,17 @@ class StochasticExercise(Exercise):
         changed = [i for i, t in before.items() if not torch.equal(torch.nan_to_num(t), torch.nan_to_num(args[i]))]
         if changed:
             name = parameter_names(self.oracle, len(args))[changed[0]]
-            out.parts = [(LABELS[0], Verdict("mutated-input", f"your code changed its argument `{name}` in place; "
-                                                              "compute into new tensors instead", key=name))]
+            out.parts = [(LABELS[0], Verdict("mutated-input", msg("your code changed its argument `{name}` in place; "
+                                                                  "compute into new tensors instead", name=name),
+                                             key=name))]
             return out
         seen = []
         for k, r in enumerate(first + again):
             s = self._observe(r, args, kwargs)
             if isinstance(s, Problem):
-                where = (f"call {k % calls + 1} of {calls}: " if calls > 1 else "") + (
-                    "on a new generator of the same seed: " if k >= calls else "")
-                out.parts = [(LABELS[0], Verdict(s.kind, where + s.message, key=s.message))]
+                message = (msg("on a new generator of the same seed: {said}", said=s.message) if k >= calls
+                           else s.message)
+                out.parts = [(LABELS[0], Verdict(s.kind, _in_call(message, k % calls, calls), key=s.message))]
                 return out
             seen.append(s.reshape(-1))
         seen, again = seen[:calls], seen[calls:]
@@ -348,15 +350,17 @@ class StochasticExercise(Exercise):
             for _ in range(calls):
                 results.append(detached(target(*args, **kwargs, generator=gen)))
         if out.failed:
-            out.stage = ((f"call {len(results) + 1} of {calls} on one generator" if calls > 1 else "call")
-                         + (", run again on a new generator of the same seed" if shift else ""))
+            out.stage = msg("call {k} of {n} on one generator", k=len(results) + 1, n=calls) if calls > 1 else "call"
+            if shift:
+                out.stage = msg("{stage}, run again on a new generator of the same seed", stage=out.stage)
         return results
 
     def _observe(self, result, args, kwargs):
         try:
             seen = self.observe(result, args, kwargs)
         except Exception as e:      # a result too odd for the observer
-            return Problem("wrong-type", f"output cannot be read as draws: {type(e).__name__}: {e}")
+            return Problem("wrong-type", msg("output cannot be read as draws: {error}: {detail}",
+                                             error=type(e).__name__, detail=said(e)))
         if isinstance(seen, Problem):
             return seen
         return seen.to(torch.long)
@@ -373,13 +377,15 @@ class StochasticExercise(Exercise):
     def _slot(self, plan: Plan, s: int) -> str:
         if not plan.shape:
             return "output"
-        return "output[" + ", ".join(map(str, unravel(s, plan.shape))) + "]"
+        return at("output", ", ".join(map(str, unravel(s, plan.shape))))
 
     def _possible(self, plan: Plan, s: int, names: list) -> str:
         support = torch.nonzero(plan.law[s] > 0).flatten().tolist()
-        shown = ", ".join(names[c] for c in support[:FEW]) + (f", ... ({len(support) - FEW} more)"
-                                                             if len(support) > FEW else "")
-        return f"the only possible outcome is {shown}" if len(support) == 1 else f"possible: {shown}"
+        shown = listed(names[c] for c in support[:FEW])
+        if len(support) > FEW:
+            shown = msg("{shown}, ... ({more} more)", shown=shown, more=len(support) - FEW)
+        return msg("the only possible outcome is {shown}", shown=shown) if len(support) == 1 else msg(
+            "possible: {shown}", shown=shown)
 
     def _support(self, plan: Plan, seen: list, names: list) -> Verdict:
         rows = torch.arange(plan.law.shape[0])
@@ -387,11 +393,10 @@ class StochasticExercise(Exercise):
             bad = torch.nonzero(plan.law[rows, s] == 0).flatten()
             if bad.numel():
                 j = int(bad[0])
-                prefix = f"call {k + 1} of {plan.calls}: " if plan.calls > 1 else ""
-                return Verdict("impossible-draw",
-                               f"{prefix}{self._slot(plan, j)} is {names[int(s[j])]}, which has probability 0 "
-                               f"here ({self._possible(plan, j, names)}); {int(bad.numel()):,} of "
-                               f"{s.numel():,} draws of that call are impossible")
+                return Verdict("impossible-draw", _in_call(msg(
+                    "{slot} is {outcome}, which has probability 0 here ({possible}); {bad:,} of {total:,} draws of "
+                    "that call are impossible", slot=self._slot(plan, j), outcome=names[int(s[j])],
+                    possible=self._possible(plan, j, names), bad=int(bad.numel()), total=s.numel()), k, plan.calls))
         return Verdict()
 
     def _distribution(self, plan: Plan, counts: torch.Tensor, names: list) -> Verdict:
@@ -406,32 +411,40 @@ class StochasticExercise(Exercise):
         x, m, s = int(counts[g, c]), int(plan.n[g]), int(plan.first[g])
         alike = int(plan.n[g]) // plan.calls
         where = "" if plan.first.shape[0] == 1 else (
-            f" at {self._slot(plan, s)}" + (f" and the {alike - 1} other slots of the same law" if alike > 1 else ""))
+            msg(" at {slot} and the {n} other slots of the same law", slot=self._slot(plan, s), n=alike - 1)
+            if alike > 1 else msg(" at {slot}", slot=self._slot(plan, s)))
         return Verdict("distribution",
-                       f"{names[c]} came up {x:,} times in {m:,} draws{where} ({x / m:.2%}); its probability is "
-                       f"{float(p[g, c]):.4g}, so a correct solution gives {int(lo[g, c]):,} to {int(hi[g, c]):,} "
-                       f"(it falls outside with probability below {self._alpha:.0e})")
+                       msg("{outcome} came up {x:,} times in {m:,} draws{where} ({share:.2%}); its probability is "
+                           "{p:.4g}, so a correct solution gives {lo:,} to {hi:,} (it falls outside with probability "
+                           "below {alpha:.0e})", outcome=names[c], x=x, m=m, where=where, share=x / m,
+                           p=float(p[g, c]), lo=int(lo[g, c]), hi=int(hi[g, c]), alpha=self._alpha))
 
     def _reproducible(self, plan: Plan, seen: list, again: list, names, seed) -> Verdict:
         for k, (a, b) in enumerate(zip(seen, again)):
             if not torch.equal(a, b):
                 j = int(torch.nonzero(a != b).flatten()[0])
-                at = f"in call {k + 1} of {plan.calls}, " if plan.calls > 1 else ""
+                where = msg("in call {k} of {n}, ", k=k + 1, n=plan.calls) if plan.calls > 1 else ""
                 return Verdict("irreproducible",
-                               f"the same generator seed gave different draws: {at}{self._slot(plan, j)} was "
-                               f"{names[int(a[j])]}, then {names[int(b[j])]} when run again on a new "
-                               f"torch.Generator().manual_seed({seed}); draw only from `generator` "
-                               "(torch.multinomial(..., generator=generator), torch.rand(..., generator=generator)), "
-                               "never from the global RNG")
+                               msg("the same generator seed gave different draws: {where}{slot} was {first}, then "
+                                   "{second} when run again on a new torch.Generator().manual_seed({seed}); draw only "
+                                   "from `generator` (torch.multinomial(..., generator=generator), torch.rand(..., "
+                                   "generator=generator)), never from the global RNG", where=where,
+                                   slot=self._slot(plan, j), first=names[int(a[j])], second=names[int(b[j])],
+                                   seed=seed))
         return Verdict()
 
     def _fresh(self, plan: Plan, seen: list) -> Verdict:
         if not plan.fresh or any(not torch.equal(seen[0], s) for s in seen[1:]):
             return Verdict()
         return Verdict("repeated-draws",
-                       f"{plan.calls} successive calls on one generator all gave the same draws: each call must go on "
-                       "drawing from `generator` where the last one left it (do not create or re-seed a generator "
-                       "inside your function)")
+                       msg("{n} successive calls on one generator all gave the same draws: each call must go on "
+                           "drawing from `generator` where the last one left it (do not create or re-seed a generator "
+                           "inside your function)", n=plan.calls))
+
+
+def _in_call(said: str, k: int, calls: int) -> str:
+    """'call 2 of 3: ...' when the case makes several calls."""
+    return msg("call {k} of {n}: {said}", k=k + 1, n=calls, said=said) if calls > 1 else said
 
 
 def close_to(got: torch.Tensor, value: torch.Tensor) -> torch.Tensor:

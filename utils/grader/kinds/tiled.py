@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ...i18n import msg
 from ...memory import TensorMemory
 from ..core import Case, Exercise
 from ..protocol import Outcome
@@ -42,6 +43,7 @@ class TiledExercise(Exercise):
         if not out.failed:
             out.parts.append((self.limit_label, mem.largest_numel <= bound))
             if mem.largest_numel > bound:
-                out.call += (f"   [largest tensor your code created: {mem.largest_numel:,} elements, shape "
-                             f"{mem.largest_shape}; the tiles allow {bound:,}]")
+                out.call = msg("{call}   [largest tensor your code created: {n:,} elements, shape {shape}; the tiles "
+                               "allow {bound:,}]", call=out.call, n=mem.largest_numel, shape=mem.largest_shape,
+                               bound=bound)
         return out

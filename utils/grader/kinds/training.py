@@ -32,8 +32,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ...i18n import Msg, msg, tr
 from ..core import Exercise
-from ..protocol import Outcome, attempt, detached, tensors_in
+from ..protocol import Outcome, attempt, detached, listed, tensors_in
 
 
 @dataclass
@@ -52,8 +53,9 @@ class Forward:
     mode: str           # "train", "eval" or "mixed train/eval"
     grad: bool
 
-    def __repr__(self) -> str:
-        return f"{self.mode} mode, " + ("building a graph" if self.grad else "no graph (torch.no_grad)")
+    def __repr__(self) -> str:        # in the reader's language: a report shows it inside a message
+        return tr(msg("{mode} mode, building a graph", mode=self.mode) if self.grad else
+                  msg("{mode} mode, no graph (torch.no_grad)", mode=self.mode))
 
 
 class Probe(nn.Module):
@@ -164,21 +166,22 @@ def _describe(obj) -> str:
     if isinstance(obj, nn.Module) and not isinstance(obj, WatchedLoss):
         n = sum(p.numel() for p in obj.parameters())
         frozen = sum(not p.requires_grad for p in obj.parameters())
-        s = repr(obj) if isinstance(obj, Probe) else f"{type(obj).__name__} ({n:,} parameters)"
-        s += f" in {'train' if obj.training else 'eval'} mode"
+        model = repr(obj) if isinstance(obj, Probe) else msg("{name} ({n:,} parameters)", name=type(obj).__name__, n=n)
+        said = [msg("{model} in {mode} mode", model=model, mode="train" if obj.training else "eval")]
         if frozen:
-            s += f", {frozen} parameter tensor{'s' * (frozen > 1)} already frozen"
+            said.append(msg("1 parameter tensor already frozen") if frozen == 1 else
+                        msg("{n} parameter tensors already frozen", n=frozen))
         if any(p.grad is not None for p in obj.parameters()):
-            s += ", with gradients left in .grad by an earlier backward"
-        return s
+            said.append("with gradients left in .grad by an earlier backward")
+        return listed(said)
     if isinstance(obj, DataLoader):
         sizes = [len(obj.dataset) % obj.batch_size or obj.batch_size] if obj.batch_size else []
-        return (f"DataLoader({type(obj.dataset).__name__} of {len(obj.dataset)}, batch_size={obj.batch_size}"
-                f"{', shuffle=True' if isinstance(obj.sampler, torch.utils.data.RandomSampler) else ''}; "
-                f"{len(obj)} batches, the last of {sizes[0] if sizes else '?'})")
+        return msg("DataLoader({dataset} of {n}, batch_size={size}{shuffle}; {batches} batches, the last of {last})",
+                   dataset=type(obj.dataset).__name__, n=len(obj.dataset), size=obj.batch_size,
+                   shuffle=", shuffle=True" if isinstance(obj.sampler, torch.utils.data.RandomSampler) else "",
+                   batches=len(obj), last=sizes[0] if sizes else "?")
     if isinstance(obj, list) and obj and all(isinstance(b, (tuple, list)) for b in obj):
-        sizes = [len(b[0]) for b in obj]
-        return f"a list of {len(obj)} (x, y) batches of sizes {sizes}"
+        return msg("a list of {n} (x, y) batches of sizes {sizes}", n=len(obj), sizes=[len(b[0]) for b in obj])
     if isinstance(obj, torch.optim.Optimizer):
         keys = [k for k in ("lr", "momentum", "betas", "weight_decay") if obj.defaults.get(k)]
         return f"{type(obj).__name__}({', '.join(f'{k}={obj.defaults[k]!r}' for k in keys)})"
@@ -187,7 +190,8 @@ def _describe(obj) -> str:
 
 
 def describe_setup(name: str, setup: Setup) -> str:
-    return f"{name}(model: {_describe(setup.model)}, " + ", ".join(_describe(a) for a in setup.args) + ")"
+    return msg("{name}(model: {model}, {args})", name=name, model=_describe(setup.model),
+               args=listed(_describe(a) for a in setup.args))
 
 
 def data_tensors(args) -> list:
@@ -208,7 +212,7 @@ class Returned:
     name: str
 
     def __repr__(self) -> str:
-        return self.name
+        return tr(self.name) if isinstance(self.name, Msg) else self.name
 
 
 def _parameter_names(value, model: nn.Module) -> list:
@@ -219,7 +223,8 @@ def _parameter_names(value, model: nn.Module) -> list:
         if id(p) in names:
             return Returned(names[id(p)])
         shown = repr(p) if not isinstance(p, torch.Tensor) else f"tensor of shape {tuple(p.shape)}"
-        return Returned(f"<a {type(p).__name__} {shown[:40]}, not one of the model's parameters>")
+        return Returned(msg("<a {name} {shown}, not one of the model's parameters>", name=type(p).__name__,
+                            shown=shown[:40]))
     return [one(p) for p in value]
 
 
@@ -249,7 +254,7 @@ class TrainingExercise(Exercise):
             return out
         if isinstance(model, Probe):
             out.parts.append(("forward passes (one per batch)", len(model.log)))
-            out.parts += [(f"forward {k}", f) for k, f in enumerate(model.log, 1)]
+            out.parts += [(msg("forward {k}", k=k), f) for k, f in enumerate(model.log, 1)]
         if self.returns_parameters and isinstance(value, (list, tuple)):
             value = _parameter_names(value, model)
         out.parts.append((self.returns, detached(value)))
@@ -258,7 +263,8 @@ class TrainingExercise(Exercise):
                               "loss tensor)", loss.kept))
         out.parts.append(("requires_grad of each parameter afterwards",
                           {n: p.requires_grad for n, p in model.named_parameters()}))
-        out.parts += [(f"parameter {n} afterwards", p.detach().clone()) for n, p in model.named_parameters()]
-        out.parts += [(f"buffer {n} afterwards", b.detach().clone()) for n, b in model.named_buffers()]
+        out.parts += [(msg("parameter {name} afterwards", name=n), p.detach().clone())
+                      for n, p in model.named_parameters()]
+        out.parts += [(msg("buffer {name} afterwards", name=n), b.detach().clone()) for n, b in model.named_buffers()]
         out.inputs_after = tuple(detached(t) for t in data_tensors(setup.args))
         return out

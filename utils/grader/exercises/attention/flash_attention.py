@@ -19,7 +19,6 @@ from ...inputs import call, f32, f64, randn, transposed
 from ...kinds import TiledExercise, Watched
 from ...registry import register
 
-
 FORBIDDEN = (
     "F.scaled_dot_product_attention", "torch._scaled_dot_product_attention_math",
     "F.multi_head_attention_forward",
@@ -112,8 +111,8 @@ def _sdpa(q, k, v, block_size=64, is_causal=False):
 
 # --------------------------------------------------------------------------- mistakes: one flexible tiled loop
 
-def _tiled(q, k, v, block_size=64, is_causal=False, *, max_init=-math.inf, rescale_acc=True, rescale_sum=True, update_max=True,
-           normalise_each_block=False, skip_diagonal=False, local_mask=False, bottom_right=False,
+def _tiled(q, k, v, block_size=64, is_causal=False, *, max_init=-math.inf, rescale_acc=True, rescale_sum=True,
+           update_max=True, normalise_each_block=False, skip_diagonal=False, local_mask=False, bottom_right=False,
            drop_tail=False, ignore_causal=False):
     L, S = q.shape[-2], k.shape[-2]
     causal = is_causal and not ignore_causal

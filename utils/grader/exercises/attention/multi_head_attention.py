@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...core import Case, Mistake
-from ...inputs import bool_mask, f32, float_mask, randn
+from ...inputs import bool_mask, float_mask, randn
 from ...kinds import ModuleExercise, Script, Step
 from ...registry import register
-
 
 
 class MultiHeadAttentionOracle(nn.Module):

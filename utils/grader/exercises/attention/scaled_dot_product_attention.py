@@ -8,10 +8,10 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import bool_mask, call, case, f32, f64, float_mask, randn, transposed
 from ...registry import register
-
 
 _PRIVATE = ("torch._scaled_dot_product_attention_math", "torch._scaled_dot_product_flash_attention_for_cpu",
             "torch._fused_sdp_choice")
@@ -70,7 +70,8 @@ def _key_permutation_invariant(call):
     perm = torch.tensor([3, 0, 5, 1, 4, 2])
     a, b = call(q, k, v), call(q, k[:, perm], v[:, perm])
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-        return f"shuffling the (key, value) pairs changed the output by {float((a - b).abs().max()):.3g}"
+        return msg("shuffling the (key, value) pairs changed the output by {change:.3g}",
+                   change=float((a - b).abs().max()))
     return None
 
 
@@ -79,8 +80,8 @@ def _convex_combination(call):
     v = torch.full((3, 7, 2), 2.5, dtype=f64)
     out = call(q, k, v)
     if not torch.allclose(out, torch.full_like(out, 2.5)):
-        return (f"when every value is 2.5 the output should be 2.5 (weights sum to 1); got "
-                f"{out.flatten()[:3].tolist()}...")
+        return msg("when every value is 2.5 the output should be 2.5 (weights sum to 1); got {got}...",
+                   got=out.flatten()[:3].tolist())
     return None
 
 

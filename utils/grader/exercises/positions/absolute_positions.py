@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn, strided
 from ...kinds import ModuleExercise, Script, Step
@@ -51,7 +52,8 @@ def _rows_have_norm(call):
     norms = pe.norm(dim=-1)
     want = math.sqrt(24 / 2)
     if not torch.allclose(norms, torch.full_like(norms, want), atol=1e-4):
-        return f"row norms range over [{float(norms.min()):.4g}, {float(norms.max()):.4g}], not sqrt(d/2) = {want:.4g}"
+        return msg("row norms range over [{low:.4g}, {high:.4g}], not sqrt(d/2) = {want:.4g}",
+                   low=float(norms.min()), high=float(norms.max()), want=want)
     return None
 
 
@@ -61,7 +63,8 @@ def _similarity_is_relative(call):
     for k in (1, 5, 17):
         diag = torch.diagonal(sim, offset=k)
         if float(diag.max() - diag.min()) > 1e-3:
-            return f"PE[p]·PE[p+{k}] varies with p (range {float(diag.max() - diag.min()):.3g})"
+            return msg("PE[p]·PE[p+{k}] varies with p (range {spread:.3g})", k=k,
+                       spread=float(diag.max() - diag.min()))
     return None
 
 

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64
 from ...registry import register
@@ -43,7 +44,8 @@ def _relative_cases():
 def _index_range(call):
     idx = call(10, 13, 3)
     if int(idx.min()) < 0 or int(idx.max()) > 2 * 3:
-        return f"indices range over [{int(idx.min())}, {int(idx.max())}]; an embedding table of 2·3+1 rows needs [0, 6]"
+        return msg("indices range over [{low}, {high}]; an embedding table of 2·3+1 rows needs [0, 6]",
+                   low=int(idx.min()), high=int(idx.max()))
     return None
 
 
@@ -192,8 +194,8 @@ def _alibi_slopes_decrease(call):
     slopes = b[:, 0, 1]                                   # m_h * (1 - 0)
     if not (torch.all(slopes > 0) and torch.all(slopes < 1) and torch.all(slopes[:8].diff() < 0)
             and torch.all(slopes[8:].diff() < 0)):
-        return (f"slopes {[round(s, 4) for s in slopes.tolist()]} are not in (0, 1) and decreasing within "
-                "the 8 power-of-two heads and within the 4 extra heads")
+        return msg("slopes {slopes} are not in (0, 1) and decreasing within the 8 power-of-two heads and within "
+                   "the 4 extra heads", slopes=[round(s, 4) for s in slopes.tolist()])
     return None
 
 

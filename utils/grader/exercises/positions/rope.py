@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ....i18n import msg
 from ...core import Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn
 from ...registry import register
@@ -104,7 +105,8 @@ def _rope_norm_preserved(call):
         y = call(x, interleaved=interleaved)
         err = float((y.norm(dim=-1) - x.norm(dim=-1)).abs().max())
         if err > 1e-9:
-            return f"with interleaved={interleaved} the norm of a vector changes by up to {err:.3g}"
+            return msg("with interleaved={interleaved} the norm of a vector changes by up to {err:.3g}",
+                       interleaved=interleaved, err=err)
     return None
 
 
@@ -113,7 +115,8 @@ def _rope_position_zero(call):
     for interleaved in (False, True):
         y = call(x, positions=torch.zeros(5, dtype=torch.long), interleaved=interleaved)
         if not torch.allclose(y, x, rtol=0, atol=1e-12):
-            return f"with interleaved={interleaved}, position 0 changes x by {float((y - x).abs().max()):.3g}"
+            return msg("with interleaved={interleaved}, position 0 changes x by {change:.3g}",
+                       interleaved=interleaved, change=float((y - x).abs().max()))
     return None
 
 
@@ -127,8 +130,8 @@ def _rope_relative(call):
                                                                       interleaved=interleaved).T
         err = float((s0 - s1).abs().max())
         if err > 1e-8:
-            return (f"with interleaved={interleaved}, shifting every position by 57 changes q·k by up to {err:.3g}: "
-                    "the score must depend on m - n only")
+            return msg("with interleaved={interleaved}, shifting every position by 57 changes q·k by up to {err:.3g}: "
+                       "the score must depend on m - n only", interleaved=interleaved, err=err)
     return None
 
 

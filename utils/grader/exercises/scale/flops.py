@@ -7,6 +7,7 @@ The oracle takes N, the non-embedding parameter count, from the grader's meta-de
 from __future__ import annotations
 
 from ....configs import PRESETS, TransformerConfig
+from ....i18n import msg
 from ...core import Case, Exercise, Mistake
 from ...inputs import call
 from ...registry import register
@@ -19,7 +20,8 @@ def _oracle(cfg: TransformerConfig, seq_len: int) -> int:
 
 
 def _case(cfg, seq_len, note=""):
-    return Case(make=lambda: call(cfg, seq_len), note=f"{note}: seq_len={seq_len}, {describe_config(cfg)}")
+    return Case(make=lambda: call(cfg, seq_len), note=msg("{note}: seq_len={seq_len}, {config}", note=note,
+                                                          seq_len=seq_len, config=describe_config(cfg)))
 
 
 def _cases():
@@ -35,7 +37,7 @@ def _cases():
         _case(TransformerConfig(**base, norm="layernorm", qkv_bias=True, mlp_bias=True, out_bias=True,
                                 gated_mlp=False), 8, "GPT style block"),
     ]
-    cases += [_case(random_config(100 + s), 2 ** (s % 12), f"random config {s}") for s in range(12)]
+    cases += [_case(random_config(100 + s), 2 ** (s % 12), msg("random config {seed}", seed=s)) for s in range(12)]
     cases += [_case(cfg, 4096, name) for name, cfg in PRESETS.items()]
     return cases
 

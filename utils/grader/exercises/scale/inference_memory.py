@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ....i18n import msg
 from ...core import Case, Exercise, Mistake, Property
 from ...inputs import call
 from ...registry import register
@@ -69,7 +70,7 @@ def kv_float(batch_size, seq_len, num_layers, num_kv_heads, head_dim, bytes_per_
 def _linear_in_context(call):
     a, b = call(2, 1000, 4, 2, 64), call(2, 2000, 4, 2, 64)
     if b != 2 * a:
-        return f"twice the context should take twice the cache; got {a} and {b}"
+        return msg("twice the context should take twice the cache; got {a} and {b}", a=a, b=b)
     return None
 
 

@@ -11,8 +11,10 @@ import random
 import torch.nn as nn
 
 from ....configs import PRESETS, MetaTransformer, TransformerConfig, build_meta_model, module_params
+from ....i18n import msg
 from ...core import Case, Exercise, Mistake, Property
 from ...inputs import call
+from ...protocol import listed
 from ...registry import register
 
 COUNTING_BUILTINS = ("Tensor.numel", "Tensor.nelement", "torch.numel")
@@ -58,12 +60,13 @@ def describe_config(cfg: TransformerConfig) -> str:
     if cfg.tie_word_embeddings:
         bits.append("tied head")
     if cfg.learned_positions:
-        bits.append(f"{cfg.learned_positions} learned positions")
-    return ", ".join(bits)
+        bits.append(msg("{n} learned positions", n=cfg.learned_positions))
+    return listed(bits)
 
 
 def _cfg_case(cfg: TransformerConfig, note: str = "") -> Case:
-    return Case(make=lambda: call(cfg), note=(note + ": " if note else "") + describe_config(cfg))
+    config = describe_config(cfg)
+    return Case(make=lambda: call(cfg), note=msg("{note}: {config}", note=note, config=config) if note else config)
 
 
 def _count_cases():
@@ -87,7 +90,7 @@ def _count_cases():
                                     out_bias=True, mlp_bias=True, gated_mlp=False, norm="layernorm",
                                     tie_word_embeddings=True, learned_positions=5), "every option on"),
     ]
-    cases += [_cfg_case(random_config(seed), f"random config {seed}") for seed in range(24)]
+    cases += [_cfg_case(random_config(seed), msg("random config {seed}", seed=seed)) for seed in range(24)]
     cases += [_cfg_case(cfg, name) for name, cfg in PRESETS.items()]
     return cases
 
@@ -162,7 +165,8 @@ def _more_layers_more_params(call):
     b = call(TransformerConfig(100, 32, 64, 3, 4))
     c = call(TransformerConfig(100, 32, 64, 4, 4))
     if not (b - a == c - b and b > a):
-        return f"adding a layer should add the same number of parameters every time; got {a}, {b}, {c}"
+        return msg("adding a layer should add the same number of parameters every time; got {a}, {b}, {c}", a=a, b=b,
+                   c=c)
     return None
 
 

@@ -17,6 +17,7 @@ Oracles are the papers' formulas, written as lookup tables:
 
 from __future__ import annotations
 
+from ....i18n import msg
 from ...core import Case, Exercise, Mistake, Property
 from ...inputs import call
 from ...registry import register
@@ -86,7 +87,7 @@ def state_fp32_everything(n_params, zero_stage=0, n_gpus=1):
 def _state_monotone(call):
     got = [call(10**9, s, 16) for s in range(4)]
     if not all(a > b for a, b in zip(got, got[1:])):
-        return f"memory should shrink from stage 0 to 3 on 16 GPUs; got {got}"
+        return msg("memory should shrink from stage 0 to 3 on 16 GPUs; got {got}", got=got)
     return None
 
 
