@@ -7,6 +7,8 @@ An exercise opts in with `bench=...` in its declaration:
     function   (make_inputs, builtin)          make_inputs() -> (args, kwargs); builtin has the same call
     module     (make_inputs, builtin, init)    both classes built with init = (args, kwargs), then forward timed
     optimizer  (make_params, builtin, hyper)   both built on copies of make_params() with **hyper, step() timed
+    class      (make_inputs, builtin, method)  plain classes (a tokenizer): make_inputs() -> (init, call), each an
+                                               (args, kwargs) pair; both classes built with init, `method` timed
 
 The solution is taken from the chapter notebook. Median of several repetitions; not part of CI
 (timings depend on the machine).
@@ -54,7 +56,12 @@ def bench(names=None, repeats: int = 9, warmup: int = 2) -> list[tuple]:
             shapes = _shapes(params)
             impl, builtin = (_stepper(cls, params, init[0]) for cls in (impl, builtin))
         else:
-            args, kwargs = make()
+            made = make()
+            if ex.kind == "plain-class":
+                (ia, ikw), (args, kwargs) = made
+                impl, builtin = (getattr(cls(*ia, **ikw), init[0]) for cls in (impl, builtin))
+            else:
+                args, kwargs = made
             shapes = _shapes(tensors_in(args))
             if ex.kind == "module":
                 (ia, ikw), = init

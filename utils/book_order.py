@@ -30,4 +30,7 @@ PARTS = (
         'scale/training_memory',
         'scale/inference_memory',
     )),
+    ('Part 8: tokenization', (
+        'tokenization/bpe',
+    )),
 )

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'tokenization', one module per chapter."""
