@@ -30,6 +30,9 @@ PARTS = (
         'scale/training_memory',
         'scale/inference_memory',
     )),
+    ('Part 7: generation', (
+        'generation/decoding',
+    )),
     ('Part 8: tokenization', (
         'tokenization/bpe',
     )),

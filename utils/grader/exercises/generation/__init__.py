@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'generation', one module per chapter."""
