@@ -14,6 +14,7 @@ PARTS = (
         'normalization/layer_norm',
     )),
     ('Part 3: attention', (
+        'attention/self_attention',
         'attention/scaled_dot_product_attention',
         'attention/multi_head_attention',
         'attention/grouped_query_attention',
@@ -23,6 +24,9 @@ PARTS = (
         'positions/absolute_positions',
         'positions/relative_positions',
         'positions/rope',
+    )),
+    ('Part 5: build an LLM', (
+        'llm/feed_forward',
     )),
     ('Part 6: scale math', (
         'scale/parameter_count',

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'llm' (build an LLM), one module per chapter."""
