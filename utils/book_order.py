@@ -35,7 +35,9 @@ PARTS = (
         'scale/inference_memory',
     )),
     ('Part 7: generation', (
+        'generation/sampling',
         'generation/decoding',
+        'generation/speculative_decoding',
     )),
     ('Part 8: tokenization', (
         'tokenization/bpe',
