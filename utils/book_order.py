@@ -42,4 +42,8 @@ PARTS = (
     ('Part 8: tokenization', (
         'tokenization/bpe',
     )),
+    ('Part 10: alignment', (
+        'alignment/dpo',
+        'alignment/ppo_grpo',
+    )),
 )

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'alignment', one module per chapter."""
