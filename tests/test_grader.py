@@ -550,3 +550,36 @@ def test_time_limits_share_one_watchdog_thread():
     with time_limit(0.05):                   # a limit that ends first is never delivered afterwards
         pass
     time.sleep(0.15)
+
+
+def test_a_frame_without_a_line_number_is_named_by_its_function():
+    """A loop the watchdog stops between two lines leaves a frame whose line number is None (Python 3.11+): the
+    report names the function instead of crashing."""
+    import types
+
+    from utils.grader.sandbox import reader_frame
+    from utils.i18n import speaking, tr
+
+    def candidate():
+        raise ValueError("x")
+
+    try:
+        candidate()
+    except ValueError as e:
+        err = e
+    tb = err.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    summary = __import__("traceback").extract_tb(err.__traceback__)
+    summary[-1].lineno = None
+    fake = types.SimpleNamespace(__traceback__=err.__traceback__)
+    import traceback as tbmod
+    real = tbmod.extract_tb
+    try:
+        tbmod.extract_tb = lambda _tb: summary
+        where = reader_frame(fake)
+    finally:
+        tbmod.extract_tb = real
+    assert where == "in candidate"
+    with speaking("zh"):
+        assert "candidate" in tr(where) and "在" in tr(where)

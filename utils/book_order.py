@@ -46,4 +46,7 @@ PARTS = (
         'alignment/dpo',
         'alignment/ppo_grpo',
     )),
+    ('Part 11: classic machine learning', (
+        'classic_ml/metrics',
+    )),
 )

@@ -240,6 +240,8 @@ def reader_frame(exc: BaseException, code: bool = True) -> str | None:
         mine = frame
     if mine is None:
         return None
+    if not mine.lineno:             # a loop stopped by the time limit between two lines has no line number
+        return msg("in {function}", function=mine.name)
     place = msg("line {line}, in {function}", line=mine.lineno, function=mine.name)
     line = (mine.line or linecache.getline(mine.filename, mine.lineno)).strip() if code else ""
     return msg("{place}: {code}", place=place, code=line) if line else place

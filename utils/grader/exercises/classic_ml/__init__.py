@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'classic_ml', one module per chapter."""
