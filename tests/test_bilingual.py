@@ -113,7 +113,8 @@ def test_the_chinese_intro_translates_the_current_english_intro():
 
 
 def test_line_breaks_inside_a_chinese_paragraph_are_joined_but_not_in_code_or_math():
-    text = "第一行\n第二行。\n\n- 列表\n- 项\n```python\n# 中文\n# 注释\n```\n$$\n\\text{中}\n\\text{文}\n$$\n英文 word\n继续"
+    text = ("第一行\n第二行。\n\n- 列表\n- 项\n```python\n# 中文\n# 注释\n```\n"
+            "$$\n\\text{中}\n\\text{文}\n$$\n英文 word\n继续")
     out = bilingual.join_cjk_lines(text)
     assert out.startswith("第一行第二行。\n\n- 列表\n- 项\n")         # a list item stays a line of its own
     assert "# 中文\n# 注释" in out and "\\text{中}\n\\text{文}" in out and "word\n继续" in out
