@@ -56,6 +56,10 @@ STAGE = ROOT / "_build" / ".staged"
 TIMES = ROOT / "_build" / "ci" / "notebooks.json"
 BUDGET = float(os.environ.get("HWLLM_NOTEBOOK_BUDGET", "15"))
 HARD_STOP = 2  # a notebook still running at HARD_STOP x BUDGET is stopped
+# The stall described below also hit the rerun of zh/exercises/foundations/activations (its last cell, a
+# matplotlib figure after the widget cell, waited past 30 s; the same notebook runs in 11 s under plain nbclient,
+# and in 5 s on its next run here): a notebook over budget gets up to RERUNS runs alone, each held to the budget.
+RERUNS = 2
 # Known, not understood: about one run in five of a notebook whose cell displays an ipywidgets `interactive`
 # (exercises/foundations/activations, cell 43) waits about a minute for that cell's execute_reply while its
 # kernel sits idle, only when two kernels run at once (cold or forked kernels alike; never one at a time,
@@ -636,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     preload_wall = max(z.preload_wall for z in zygotes) if zygotes[0] else None
     print(f"executing {len(paths)} notebooks, {jobs} at a time")
     results = run_all(paths, jobs, stage, env, zygotes, website)
-    over = [r for r in results if not r.error and r.seconds > BUDGET]
-    if over:
+    for _ in range(RERUNS):
+        over = [r for r in results if r.seconds > BUDGET and (not r.error or "still running" in r.error)]
+        if not over:
+            break
         print(f"running {len(over)} notebook(s) over budget once more, alone, in a cold kernel: "
               + ", ".join(f"{r.path} ({r.seconds:.1f} s)" for r in over))
         again = {r.path: r for r in run_all([ROOT / r.path for r in over], 1, stage, env, [None], website,
