@@ -499,11 +499,7 @@ def _worker(zygote: Zygote | None, tasks, out, env: dict, stage: Path | None, we
             result, nb = await _execute(path, zygote, env, logdir)
             staged = None
             if stage is not None and not result.error and is_chapter(path):
-                target = stage / path.relative_to(ROOT)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                language = "zh" if path.is_relative_to(ROOT / "zh") else "en"
-                nbformat.write(website(nb, language) if website else nb, target)
-                staged = fingerprint(path)
+                staged = (fingerprint(path), nbformat.writes(nb))     # staged by the parent (see run_all)
             out.send((asdict(result), staged))
 
     asyncio.run(loop())
@@ -529,7 +525,7 @@ def run_all(paths: list[Path], jobs: int, stage: Path | None, env: dict,
         workers = []
         for i in range(jobs):
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(zygotes[i], tasks, send, env, stage, website, logdir))
+            proc = ctx.Process(target=_worker, args=(zygotes[i], tasks, send, env, stage, None, logdir))
             proc.start()
             send.close()
             workers.append((proc, receive))
@@ -549,7 +545,17 @@ def run_all(paths: list[Path], jobs: int, stage: Path | None, env: dict,
                     mark = "FAIL" if result.error else ("OVER" if result.seconds > BUDGET else "ok  ")
                     print(f"  {mark} {result.seconds:5.1f} s  {result.path}", flush=True)
                     if staged:
-                        manifest[result.path] = staged
+                        # The parent, not the worker, turns the executed chapter into its page: importing utils
+                        # (torch) in a process that then runs notebook clients made the widget cell of
+                        # exercises/foundations/activations wait ~26 s for its reply, run after run.
+                        import nbformat
+                        if website is None:
+                            website = website_transform()
+                        target = stage / result.path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        language = "zh" if result.path.startswith("zh/") else "en"
+                        nbformat.write(website(nbformat.reads(staged[1], as_version=4), language), target)
+                        manifest[result.path] = staged[0]
         finally:
             for proc, _ in workers:
                 proc.join(timeout=30)
@@ -629,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     import nbclient  # noqa: F401
     import nbformat  # noqa: F401
 
-    website = website_transform() if stage is not None else None
+    website = None            # imported by the parent once the workers are forked (see run_all)
     zygotes = [ready_zygote(z) for z in zygotes]
     if any(z is None for z in zygotes):  # all warm or all cold, so that every notebook is timed alike
         for z in zygotes:
