@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'distributed', one module per chapter."""
