@@ -27,6 +27,8 @@ PARTS = (
     )),
     ('Part 5: build an LLM', (
         'llm/feed_forward',
+        'llm/transformer_block',
+        'llm/causal_lm',
     )),
     ('Part 6: scale math', (
         'scale/parameter_count',
@@ -47,6 +49,13 @@ PARTS = (
         'alignment/ppo_grpo',
     )),
     ('Part 11: classic machine learning', (
+        'classic_ml/linear_regression',
+        'classic_ml/logistic_regression',
+        'classic_ml/kmeans',
         'classic_ml/metrics',
+    )),
+    ('Part 14: distributed training', (
+        'distributed/all_reduce',
+        'distributed/parallelism',
     )),
 )

@@ -68,8 +68,10 @@ RERUNS = 2
 # The grader's promise: a check finishes within a second, the first one in a fresh kernel included. The
 # first check cell of every notebook (a line starting `check(`) is held to it; in the chapters it grades the
 # book's own solution, so every lazy import and first-use cost of the grader is inside it.
-CHECK_BUDGET = float(os.environ.get("HWLLM_CHECK_BUDGET", "1"))
-CHECK_CELL = re.compile(r"^check\(", re.M)
+# Each exercise declares its promise (`Exercise.promise`: 1 s; the multi-process kinds 5 s); the report reads
+# it from the registry once every notebook has run (the parent imports the grader only then).
+CHECK_BUDGET = float(os.environ.get("HWLLM_CHECK_BUDGET", "1"))     # for a check of no registered exercise
+CHECK_CELL = re.compile(r"^check\(\s*[\"']?(\w*)", re.M)
 # What the zygote imports once for every kernel: libraries only, none that hooks into IPython when
 # imported (the inline backend, matplotlib_inline, hooks in on the first figure, which happens in the
 # kernel; ipywidgets registers its comm target on import, so it is not preloaded), and never this
@@ -293,7 +295,7 @@ class Result:
     startup: float = 0.0  # kernel start until its first cell ran
     slowest: list = field(default_factory=list)  # [(seconds, cell index)], three slowest cells
     cell_seconds: dict = field(default_factory=dict)  # cell index -> seconds, every code cell that ran
-    first_check: tuple | None = None  # (seconds, cell index) of the notebook's first check cell
+    first_check: tuple | None = None  # (seconds, cell index, exercise name) of the notebook's first check cell
     rerun_after: float | None = None  # seconds of a first run over budget, when the notebook was run again
 
 
@@ -378,9 +380,10 @@ async def _execute(path: Path, zygote: Zygote | None, env: dict, logdir: str) ->
     result.startup = state.get("first", start) - start
     result.slowest = sorted(state["times"], reverse=True)[:3]
     result.cell_seconds = {i: round(t, 3) for t, i in state["times"]}
-    checks = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and CHECK_CELL.search(c.source)]
-    if checks and checks[0] in result.cell_seconds:
-        result.first_check = (result.cell_seconds[checks[0]], checks[0])
+    checks = [(i, m[1]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+              for m in [CHECK_CELL.search(c.source)] if m]
+    if checks and checks[0][0] in result.cell_seconds:
+        result.first_check = (result.cell_seconds[checks[0][0]], *checks[0])
     return result, nb
 
 
@@ -574,10 +577,24 @@ def run_all(paths: list[Path], jobs: int, stage: Path | None, env: dict,
     return results
 
 
+def _promises():
+    """exercise name -> the seconds its check promises (`Exercise.promise`); CHECK_BUDGET for other names."""
+    from utils.grader import registry  # imports torch: only after every notebook has run
+
+    def promise(name: str) -> float:
+        try:
+            return registry.get(name).promise
+        except Exception:  # noqa: BLE001 - an unknown name (a reader's own check) keeps the default
+            return CHECK_BUDGET
+    return promise
+
+
 def report(results: list[Result], wall: float, preload: float | None) -> int:
     failed = [r for r in results if r.error]
     over = [r for r in results if not r.error and r.seconds > BUDGET]
-    slow_checks = [r for r in results if not r.error and r.first_check and r.first_check[0] > CHECK_BUDGET]
+    promise = _promises()
+    slow_checks = [r for r in results if not r.error and r.first_check
+                   and r.first_check[0] > promise(r.first_check[2])]
     how = (f"; kernels forked warm, each time includes the {preload:.1f} s of CPU a cold kernel spends "
            f"importing {', '.join(PRELOAD)}" if preload is not None else "; cold kernels")
     print(f"\nnotebook execution time (budget {BUDGET:g} s each{how}), slowest first:")
@@ -593,18 +610,19 @@ def report(results: list[Result], wall: float, preload: float | None) -> int:
     for r in over:
         cells = ", ".join(f"cell {i} {s:.1f} s" for s, i in r.slowest)
         print(f"\nOVER BUDGET {r.path}: {r.seconds:.1f} s > {BUDGET:g} s (slowest: {cells})")
-    firsts = sorted((r.first_check[0], r.path) for r in results if r.first_check)
-    if firsts:
-        print(f"first check of each notebook (budget {CHECK_BUDGET:g} s): slowest {firsts[-1][0]:.2f} s in "
+    for budget in sorted({promise(r.first_check[2]) for r in results if r.first_check}):
+        firsts = sorted((r.first_check[0], r.path) for r in results
+                        if r.first_check and promise(r.first_check[2]) == budget)
+        print(f"first check of each notebook promised {budget:g} s: slowest {firsts[-1][0]:.2f} s in "
               f"{firsts[-1][1]}, median {firsts[len(firsts) // 2][0]:.2f} s over {len(firsts)} notebooks")
     for r in slow_checks:
-        print(f"\nSLOW FIRST CHECK {r.path}: cell {r.first_check[1]} took {r.first_check[0]:.2f} s > "
-              f"{CHECK_BUDGET:g} s")
+        print(f"\nSLOW FIRST CHECK {r.path}: cell {r.first_check[1]} ({r.first_check[2]}) took "
+              f"{r.first_check[0]:.2f} s > {promise(r.first_check[2]):g} s")
     if failed or over or slow_checks:
         print(f"\n{len(failed)} notebook(s) failed, {len(over)} over budget, "
               f"{len(slow_checks)} with a slow first check")
         return 1
-    print(f"all {len(results)} notebooks ran clean within {BUDGET:g} s each, first checks within {CHECK_BUDGET:g} s")
+    print(f"all {len(results)} notebooks ran clean within {BUDGET:g} s each, first checks within their promise")
     return 0
 
 

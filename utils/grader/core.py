@@ -73,6 +73,8 @@ class Exercise:
     hints       the hint ladder, from a nudge (citing the equation label) to the formula: a failed check shows
                 the first rung and says how to ask for the next, `utils.hint(name)`, one rung per call
     timeout     seconds one call of the reader's code may take
+    promise     seconds a whole check may take, the first in a fresh kernel included (DESIGN: one second;
+                multi-process kinds five); the executor holds each notebook's first check to it
     bench       optional, for `python -m utils.bench`: (make_inputs, builtin), plus the constructor's
                 (args, kwargs) for modules or the hyper-parameters for optimizers
     """
@@ -91,6 +93,7 @@ class Exercise:
     timeout: float = 5.0
     bench: Any = None
     kind = "function"
+    promise = 1.0
 
     def __post_init__(self):
         self._cases = None
