@@ -1,7 +1,8 @@
 """The plain kind (utils/grader/kinds/plain.py) and the readable differences of plain values
 (utils/grader/compare.py), on realistic declarations of the book's fixed signatures: edit_distance,
 min_window_substring, top_k_largest (Part 15), a byte-level train_bpe and a BPETokenizer class (Part 8),
-with Chinese and other UTF-8 text throughout.
+with Chinese and other UTF-8 text throughout; and the book's own viterbi_decode declaration (Part 13, imported
+from utils/grader/exercises/sequences/crf.py).
 
 What the tests prove, for each declaration: correct solutions in several styles pass; every registered
 mistake is rejected and diagnosed by name; plausible unregistered wrong solutions are rejected without a
@@ -29,6 +30,7 @@ from utils.grader.compare import Verdict, compare, same
 from utils.grader.core import Mistake, evaluate
 from utils.grader.inputs import call, case
 from utils.grader.kinds.plain import PlainClassExercise, PlainExercise, Session, method
+from utils.grader.registry import get as get_exercise
 
 # =========================================================================== edit_distance (Part 15)
 
@@ -739,22 +741,10 @@ BPE_TOKENIZER = PlainClassExercise(
 
 # =========================================================================== viterbi_decode (Part 13)
 # viterbi_decode(emissions, transitions, start_transitions, end_transitions, mask=None) -> list[list[int]]:
-# tensors in, plain nested lists out.
+# tensors in, plain nested lists out. The declaration is the book's own (utils/grader/exercises/sequences/crf.py:
+# a brute-force oracle over every tag path); here, a correct candidate and two plausible wrong ones.
 
-def viterbi_oracle(emissions, transitions, start_transitions, end_transitions, mask=None):
-    """Every path scored, the best kept (the first of equal scores in itertools order): a specification."""
-    from itertools import product
-    B, T, K = emissions.shape
-    lengths = [T] * B if mask is None else mask.sum(1).tolist()
-    e, tr = emissions.double().tolist(), transitions.double().tolist()
-    st, en = start_transitions.double().tolist(), end_transitions.double().tolist()
-    out = []
-    for b in range(B):
-        def score(path):
-            s = st[path[0]] + e[b][0][path[0]] + en[path[-1]]
-            return s + sum(tr[i][j] + e[b][t][j] for t, (i, j) in enumerate(zip(path, path[1:]), 1))
-        out.append(list(max(product(range(K), repeat=int(lengths[b])), key=score)))
-    return out
+VITERBI = get_exercise("viterbi_decode")
 
 
 def viterbi_torch(emissions, transitions, start_transitions, end_transitions, mask=None):
@@ -780,23 +770,6 @@ def viterbi_torch(emissions, transitions, start_transitions, end_transitions, ma
     return paths
 
 
-def _viterbi_no_end(emissions, transitions, start_transitions, end_transitions, mask=None):
-    return viterbi_torch(emissions, transitions, start_transitions, torch.zeros_like(end_transitions), mask)
-
-
-def _viterbi_transposed(emissions, transitions, start_transitions, end_transitions, mask=None):
-    return viterbi_torch(emissions, transitions.T, start_transitions, end_transitions, mask)
-
-
-def _viterbi_greedy(emissions, transitions, start_transitions, end_transitions, mask=None):
-    lengths = [emissions.shape[1]] * emissions.shape[0] if mask is None else mask.sum(1).tolist()
-    return [emissions[b, :n].argmax(-1).tolist() for b, n in enumerate(lengths)]
-
-
-def _viterbi_ignores_mask(emissions, transitions, start_transitions, end_transitions, mask=None):
-    return viterbi_torch(emissions, transitions, start_transitions, end_transitions, None)
-
-
 def _viterbi_as_tensor(emissions, transitions, start_transitions, end_transitions, mask=None):
     return torch.tensor(viterbi_torch(emissions, transitions, start_transitions, end_transitions, None))
 
@@ -804,44 +777,6 @@ def _viterbi_as_tensor(emissions, transitions, start_transitions, end_transition
 def _viterbi_in_place(emissions, transitions, start_transitions, end_transitions, mask=None):
     emissions[:, 0] += start_transitions             # folds the start scores in, into the caller's tensor
     return viterbi_torch(emissions, transitions, torch.zeros_like(start_transitions), end_transitions, mask)
-
-
-VITERBI_MISTAKES = [
-    Mistake("end transitions forgotten", _viterbi_no_end,
-            "add end_transitions to the final scores before taking the best last tag"),
-    Mistake("transitions transposed", _viterbi_transposed,
-            "transitions[i, j] scores tag i followed by tag j: the score of reaching j from i is "
-            "score[i] + transitions[i, j]"),
-    Mistake("greedy per step", _viterbi_greedy,
-            "the best tag at each step alone is not the best path: keep, for every tag, the best score of a "
-            "path ending there, and backtrack"),
-    Mistake("mask ignored", _viterbi_ignores_mask,
-            "each sequence ends at its masked length: a path has mask[b].sum() tags"),
-]
-
-
-def _crf(B, T, K, data, lengths=None):
-    g = torch.Generator().manual_seed(data)
-    emissions = torch.randn(B, T, K, generator=g)
-    transitions, start, end = (torch.randn(K, K, generator=g), torch.randn(K, generator=g) * 2,
-                               torch.randn(K, generator=g) * 2)
-    mask = None if lengths is None else torch.arange(T)[None] < torch.tensor(lengths)[:, None]
-    return call(emissions, transitions, start, end, **({} if mask is None else {"mask": mask}))
-
-
-def viterbi_cases():
-    return [
-        case(_crf, 2, 4, 3, 1, note="no mask"), case(_crf, 3, 5, 3, 2, [5, 3, 1], note="masked lengths 5, 3, 1"),
-        case(_crf, 1, 1, 4, 3, note="a single step"), case(_crf, 4, 3, 2, 4, note="two tags"),
-        case(_crf, 2, 5, 3, 5, [2, 5], note="masked, longest second"),
-    ]
-
-
-VITERBI = PlainExercise(
-    name="viterbi_decode", chapter="sequences/crf",
-    signature="viterbi_decode(emissions, transitions, start_transitions, end_transitions, mask=None)",
-    oracle=viterbi_oracle, cases=viterbi_cases, mistakes=VITERBI_MISTAKES,
-    hint="score[j] = max_i(score[i] + transitions[i, j]) + emissions[t, j]; keep the argmax; backtrack")
 
 
 DECLARATIONS = [EDIT_DISTANCE, MIN_WINDOW, TOP_K, TRAIN_BPE, BPE_TOKENIZER, VITERBI]

@@ -1,5 +1,5 @@
 """The stochastic kind (utils/grader/kinds/stochastic.py), on realistic declarations of the book's fixed
-signatures: sample_next_token (Part 7), dropout (Part 11), kmeans_plus_plus (Part 11).
+signatures: sample_next_token (Part 7), dropout (Part 11, the book's own declaration), kmeans_plus_plus (Part 11).
 
 What the tests prove, for each declaration: correct solutions in several styles pass (multinomial, inverse
 CDF, Gumbel-max; bernoulli, rand < 1 - p); every registered mistake is rejected and diagnosed by name;
@@ -26,6 +26,7 @@ from kindcheck import named, timed
 
 from utils.grader.compare import tensor_form
 from utils.grader.core import evaluate
+from utils.grader.exercises.classic_ml.training_loop import DROPOUT
 from utils.grader.inputs import call, randn
 from utils.grader.kinds.stochastic import (
     SamplingMistake,
@@ -300,42 +301,8 @@ SAMPLE_NEXT_TOKEN = StochasticExercise(
 
 # =========================================================================== dropout (Part 11)
 # dropout(x, p=0.5, training=True, generator=None): inverted dropout: each entry zeroed with probability p,
-# survivors scaled by 1 / (1 - p); identity when not training or p == 0.
-
-DROPOUT_OUTCOMES = ["0", "x / (1 - p)", "x", "a value that is none of 0, x, x / (1 - p)"]
-
-
-def _p_training(args, kwargs):
-    p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-    training = args[2] if len(args) > 2 else kwargs.get("training", True)
-    return p, training
-
-
-def dropout_law(x, p=0.5, training=True, *, keep=None, scaled=True):
-    """Per entry: P(0), P(x / (1 - p)), P(x), P(anything else). `keep` and `scaled` give mistakes' laws."""
-    law = torch.zeros(*x.shape, 4, dtype=torch.float64)
-    if not training or p == 0:
-        law[..., 1 if p == 0 else 2] = 1.0      # the identity (x / (1 - 0) is x)
-        return law
-    kept = 1 - p if keep is None else keep(p)
-    law[..., 0] = 1 - kept
-    law[..., {True: 1, False: 2, "times": 3}[scaled]] = kept
-    return law
-
-
-def dropout_observe(result, args, kwargs):
-    x = args[0]
-    p, _ = _p_training(args, kwargs)
-    problem = tensor_form(x, result)
-    if problem:
-        return problem
-    r = result.detach()
-    seen = torch.full(r.shape, 3, dtype=torch.long)
-    seen[close_to(r, x)] = 2
-    seen[close_to(r, x / (1 - p))] = 1
-    seen[r == 0] = 0
-    return seen
-
+# survivors scaled by 1 / (1 - p); identity when not training or p == 0. The declaration is the book's own
+# (utils/grader/exercises/classic_ml/training_loop.py); below, correct solutions in three styles.
 
 def dropout_bernoulli(x, p=0.5, training=True, generator=None):
     if not training or p == 0:
@@ -356,83 +323,6 @@ def dropout_uniform_(x, p=0.5, training=True, generator=None):
         return x
     u = torch.empty_like(x).uniform_(generator=generator)
     return x * (u < 1 - p).to(x.dtype) * (1.0 / (1.0 - p))
-
-
-def dropout_unscaled(x, p=0.5, training=True, generator=None):
-    if not training or p == 0:
-        return x
-    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator)
-
-
-def dropout_keeps_p(x, p=0.5, training=True, generator=None):
-    if not training or p == 0:
-        return x
-    keep = torch.rand(x.shape, generator=generator, dtype=x.dtype) < p
-    return x * keep / (1 - p)
-
-
-def dropout_ignores_training(x, p=0.5, training=True, generator=None):
-    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator) / (1 - p)
-
-
-def dropout_times_keep(x, p=0.5, training=True, generator=None):
-    if not training or p == 0:
-        return x
-    return x * torch.bernoulli(torch.full_like(x, 1 - p), generator=generator) * (1 - p)
-
-
-def dropout_global_rng(x, p=0.5, training=True, generator=None):
-    if not training or p == 0:
-        return x
-    return x * torch.bernoulli(torch.full_like(x, 1 - p)) / (1 - p)
-
-
-def _law_ignoring_training(x, p=0.5, training=True):
-    return dropout_law(x, p, True)
-
-
-DROPOUT_MISTAKES = [
-    SamplingMistake("no rescaling", dropout_unscaled,
-                    "your kept entries are not scaled: divide them by 1 - p (inverted dropout), so that the "
-                    "expected output equals x", law=partial(dropout_law, scaled=False), passes=1e-12),
-    SamplingMistake("keeps with probability p", dropout_keeps_p,
-                    "your code keeps an entry with probability p: p is the probability of dropping it, so keep "
-                    "with probability 1 - p", law=partial(dropout_law, keep=lambda p: p),
-                    passes=1e-12),
-    SamplingMistake("ignores training", dropout_ignores_training,
-                    "your code drops entries in evaluation mode too: return x unchanged when training is False",
-                    law=_law_ignoring_training, passes=1e-12),
-    SamplingMistake("multiplies by 1 - p", dropout_times_keep,
-                    "your code multiplies the kept entries by 1 - p: divide by 1 - p instead (the scaling makes "
-                    "up for the dropped mass)", law=partial(dropout_law, scaled="times"), passes=1e-12),
-    SamplingMistake("dropout ignores the generator", dropout_global_rng,
-                    "your mask comes from the global RNG: pass generator=generator to torch.bernoulli / "
-                    "torch.rand", rng="global", passes=1e-12),
-]
-
-
-def _x_case(*shape, dtype=torch.float32, data=0, transpose=False, **kwargs):
-    x = randn(*shape, seed=data, dtype=dtype)
-    return call(x.T if transpose else x, **kwargs)
-
-
-def dropout_cases():
-    return [
-        draws(_x_case, 4000, p=0.2, seed=1, calls=2, note="p=0.2, 8,000 entries"),
-        draws(_x_case, 30, 40, dtype=torch.float64, data=1, p=0.7, seed=2, calls=2, note="float64, p=0.7"),
-        draws(_x_case, 30, 20, data=2, transpose=True, p=0.1, seed=3, calls=2, note="non-contiguous, p=0.1"),
-        draws(_x_case, 2, 500, data=3, seed=4, calls=2, note="default p (0.5)"),
-        draws(_x_case, 64, data=4, p=0.3, training=False, seed=5, note="training=False: the identity"),
-        draws(_x_case, 8, 8, data=5, p=0.0, seed=6, note="p=0: the identity"),
-    ]
-
-
-DROPOUT = StochasticExercise(
-    name="dropout", chapter="classic_ml/training_loop", signature="dropout(x, p=0.5, training=True, generator=None)",
-    oracle=dropout_law, cases=dropout_cases, mistakes=DROPOUT_MISTAKES,
-    observe=dropout_observe, names=lambda args, kwargs: DROPOUT_OUTCOMES,
-    false_rejection=1e-7, samples=13_728,
-    hint="mask = torch.rand(x.shape, generator=generator) >= p; return x * mask / (1 - p)")
 
 
 # =========================================================================== kmeans_plus_plus (Part 11)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import hashlib
 import io
 import keyword
@@ -95,12 +96,18 @@ class MarkerError(ValueError):
 # --------------------------------------------------------------------------- configuration
 
 def book_config(root: Path = ROOT) -> dict:
-    """The repository URL and branch, written once in _config.yml."""
-    cfg = yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
+    """The repository URL and branch, written once in _config.yml (read once per content of the file: every
+    generated notebook's setup cell and Colab links ask for it)."""
+    return dict(_book_config((root / "_config.yml").read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=4)
+def _book_config(text: str) -> tuple:
+    cfg = yaml.safe_load(text)
     repo = cfg["repository"]
     url = repo["url"].rstrip("/")
     owner_repo = "/".join(url.split("/")[-2:])
-    return {"url": url, "owner_repo": owner_repo, "branch": repo.get("branch", "main")}
+    return tuple({"url": url, "owner_repo": owner_repo, "branch": repo.get("branch", "main")}.items())
 
 
 def colab_url(path: str, root: Path = ROOT) -> str:
@@ -698,6 +705,8 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
     if (root / "_toc.yml").exists():
         files[root / ORDER_FILE] = book_order_text(root)
         files.update(zh_book_files(root))
+    from .question_map import page_files        # the interview questions page, both languages
+    files.update(page_files(root))
     return files
 
 

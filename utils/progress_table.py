@@ -8,15 +8,16 @@ import html
 from .grader.registry import EXERCISES, list_exercises, part_of
 from .grader.result import show as display
 from .i18n import msg, tr
-from .tracking import load
+from .tracking import best_seconds, load
 
 COLOUR = {"passed": "#1a7f37", "failed": "#cf222e", "not attempted": "#6e7781"}
-HEADINGS = ("exercise", "chapter", "best", "latest", "last checked")
+HEADINGS = ("exercise", "chapter", "best", "latest", "last checked", "best time")
 
 
 class Progress:
     """Every exercise with its best and latest result; HTML in Jupyter (a collapsible section per part), text
-    elsewhere. rows: [(exercise, chapter, best, latest, last checked)]."""
+    elsewhere. rows: [(exercise, chapter, best, latest, last checked, best interview time)], the time as
+    "m:ss" or "" (rows of five, as before practice existed, read as having no time)."""
 
     def __init__(self, rows):
         self.rows = rows
@@ -39,15 +40,20 @@ class Progress:
             groups.setdefault(part_of(row[1]), []).append(row)
         return list(groups.items())
 
+    @staticmethod
+    def timed(row) -> str:
+        return row[5] if len(row) > 5 else ""
+
     def __str__(self) -> str:
-        exercise, chapter, best, latest, last = map(tr, HEADINGS)
+        exercise, chapter, best, latest, last, fastest = map(tr, HEADINGS)
         w = max([len(r[0]) for r in self.rows] + [len(exercise)])
         c = max([len(r[1]) for r in self.rows] + [len(chapter)])
         out = [self.summary(), ""]
         for part, rows in self.parts():
             out.append(self.heading(part, rows, "  "))
-            out.append(f"  {exercise:<{w}}  {chapter:<{c}}  {best:<13}  {latest:<13}  {last}")
-            out += [f"  {e:<{w}}  {ch:<{c}}  {tr(b):<13}  {tr(s):<13}  {t}" for e, ch, b, s, t in rows]
+            out.append(f"  {exercise:<{w}}  {chapter:<{c}}  {best:<13}  {latest:<13}  {last:<19}  {fastest}")
+            out += [f"  {r[0]:<{w}}  {r[1]:<{c}}  {tr(r[2]):<13}  {tr(r[3]):<13}  {r[4]:<19}  {self.timed(r)}".rstrip()
+                    for r in rows]
             out.append("")
         return "\n".join(out).rstrip()
 
@@ -59,10 +65,12 @@ class Progress:
         for part, rows in self.parts():
             passed = sum(r[2] == "passed" for r in rows)
             body = "".join(
-                f"<tr><td style='{cell}'><code>{html.escape(e)}</code></td><td style='{cell}'>{html.escape(ch)}</td>"
-                f"<td style='{cell};color:{COLOUR[b]};font-weight:600'>{tr(b)}</td>"
-                f"<td style='{cell};color:{COLOUR[s]}'>{tr(s)}</td><td style='{cell}'>{t}</td></tr>"
-                for e, ch, b, s, t in rows)
+                f"<tr><td style='{cell}'><code>{html.escape(r[0])}</code></td>"
+                f"<td style='{cell}'>{html.escape(r[1])}</td>"
+                f"<td style='{cell};color:{COLOUR[r[2]]};font-weight:600'>{tr(r[2])}</td>"
+                f"<td style='{cell};color:{COLOUR[r[3]]}'>{tr(r[3])}</td><td style='{cell}'>{r[4]}</td>"
+                f"<td style='{cell}'>{self.timed(r)}</td></tr>"
+                for r in rows)
             head = "".join(f"<th style='{cell}'>{tr(h)}</th>" for h in HEADINGS)
             sections.append(f"<details{' open' if passed < len(rows) else ''}><summary>"
                             f"{html.escape(self.heading(part, rows, ' '))}</summary>"
@@ -72,6 +80,12 @@ class Progress:
                 + "".join(sections) + "</div>")
 
 
+def clock(seconds: float) -> str:
+    """12:05 for 725 seconds."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 def progress(show: bool = True) -> Progress:
     """Show (and return) the best and latest result of every exercise in the book."""
     seen = load()["exercises"]
@@ -79,7 +93,9 @@ def progress(show: bool = True) -> Progress:
     for name in list_exercises():
         entry = seen.get(name, {})
         latest = entry.get("status", "not attempted")
-        rows.append((name, EXERCISES[name].chapter, entry.get("best", latest), latest, entry.get("time", "")))
+        fastest = best_seconds(entry)
+        rows.append((name, EXERCISES[name].chapter, entry.get("best", latest), latest, entry.get("time", ""),
+                     "" if fastest is None else clock(fastest)))
     table = Progress(rows)
     if show:
         display(table)

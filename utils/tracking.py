@@ -83,3 +83,42 @@ def record(report) -> None:
         save(data)
     except Exception as e:  # a read-only home, a full disk: tell, don't fail
         warnings.warn(tr(msg("could not record progress: {error}", error=str(e))), stacklevel=2)
+
+
+def record_practice(name: str, mode: str, *, passed: bool, seconds: float | None = None,
+                    mistake: str | None = None) -> None:
+    """Remember a submission of a mock interview (mode "interview") or a find-the-bug drill (mode "drill") under
+    the exercise's entry, key "practice" (a store written before practice existed has none and still loads):
+
+        attempts, passes, best_seconds, last_seconds     interview submissions, interviews passed, times to pass
+        drill_attempts, drills                           drill submissions, the mistakes whose drill was fixed
+
+    `seconds` is the time from the start of the session to its first pass (None otherwise). Never raises."""
+    if os.environ.get("HWLLM_NO_PROGRESS") == "1":
+        return
+    try:
+        data = load()
+        entry = data["exercises"].setdefault(name, {})
+        practice = entry.get("practice") if isinstance(entry.get("practice"), dict) else {}
+        if mode == "drill":
+            practice["drill_attempts"] = practice.get("drill_attempts", 0) + 1
+            if passed and mistake and mistake not in practice.get("drills", []):
+                practice["drills"] = practice.get("drills", []) + [mistake]
+        else:
+            practice["attempts"] = practice.get("attempts", 0) + 1
+            if passed and seconds is not None:
+                practice["passes"] = practice.get("passes", 0) + 1
+                practice["last_seconds"] = round(float(seconds), 1)
+                best = practice.get("best_seconds")
+                practice["best_seconds"] = round(float(seconds), 1) if best is None else min(best, round(seconds, 1))
+        practice["time"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        entry["practice"] = practice
+        save(data)
+    except Exception as e:  # a read-only home, a full disk: tell, don't fail
+        warnings.warn(tr(msg("could not record progress: {error}", error=str(e))), stacklevel=2)
+
+
+def best_seconds(entry: dict) -> float | None:
+    """The fastest pass of a mock interview on this exercise, from its progress entry (None: never passed)."""
+    practice = entry.get("practice")
+    return practice.get("best_seconds") if isinstance(practice, dict) else None

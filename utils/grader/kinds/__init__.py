@@ -12,13 +12,19 @@ of `protocol.py` (Outcome, attempt, gradients, describe).
     PlainExercise       a function of plain Python values (ints, strings, bytes, lists, dicts), compared exactly
     PlainClassExercise  a class of plain values driven through a session of method calls (a tokenizer)
     StochasticExercise  a function that draws with a `generator`: exact laws, count tests with stated bounds
+    InitExercise        a function that fills a weight in place from the global generator (nn.init): its law
     DistributedExercise a function run on every rank of a real gloo process group (1 to 4 forked processes)
+    ExhaustiveExercise  a function of a die it is given (rand10 from rand6): its exact law, by walking every draw
+    CountingExercise    a plain-value function whose comparisons are counted against a stated bound (top-k heap)
 """
 
 from ..core import Exercise
+from .counting import Counted, CountingExercise
 from .distributed import DistributedExercise, Layer, OnGroup
 from .driving import DrivingExercise, reproducible, samples_within
+from .exhaustive import ExhaustiveExercise, Tree, Walk, explore, walk_to
 from .gradients import GradientsExercise
+from .init import InitExercise, Law
 from .module import ModuleExercise, Script, Step, random_state
 from .optimizer import OptimizerExercise, OptimizerRun, eager
 from .plain import Method, PlainClassExercise, PlainExercise, Session, method
@@ -27,8 +33,10 @@ from .stochastic import Draws, SamplingMistake, StochasticExercise, close_to, dr
 from .tiled import TiledExercise, Watched
 from .training import Probe, Setup, TrainingExercise, WatchedLoss, classification_data, probe
 
-__all__ = ["DistributedExercise", "Draws", "DrivingExercise", "Exercise", "GradientsExercise", "Layer", "Method",
+__all__ = ["DistributedExercise", "Draws", "DrivingExercise", "Exercise", "GradientsExercise", "InitExercise", "Law",
+           "Layer", "Method",
            "ModuleExercise", "OnGroup", "OptimizerExercise", "OptimizerRun", "PlainClassExercise", "PlainExercise",
            "Probe", "SamplingMistake", "ScheduleExercise", "Script", "Session", "Setup", "Step", "StochasticExercise",
            "TiledExercise", "TrainingExercise", "Watched", "WatchedLoss", "classification_data", "close_to", "draws",
            "eager", "index_names", "indices", "method", "probe", "random_state", "reproducible", "samples_within"]
+__all__ += ["Counted", "CountingExercise", "ExhaustiveExercise", "Tree", "Walk", "explore", "walk_to"]

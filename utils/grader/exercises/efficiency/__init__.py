@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'efficiency' (efficient fine-tuning and inference), one module per chapter."""

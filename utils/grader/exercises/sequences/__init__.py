@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'sequences', one module per chapter."""

@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'warmups', one module per chapter."""
