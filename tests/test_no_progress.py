@@ -1,9 +1,9 @@
 """Only the reader's own actions write the reader's progress: CI's executor and nbval never do.
 
-Each test executes the softmax chapter (whose check() cells would record progress) in a subprocess
-with a clean environment: a temporary HOME, and neither HWLLM_NO_PROGRESS nor HWLLM_PROGRESS set, so
-that only the tool itself can keep the kernel from writing <HOME>/.hand-written-llm/progress.json.
-The control executes the same notebook with a plain nbclient and shows that the file is then written,
+Each test executes a two-cell notebook whose check() of a correct softmax would record progress (a whole
+chapter costs more and proves no more) in a subprocess with a clean environment: a temporary HOME, and
+neither HWLLM_NO_PROGRESS nor HWLLM_PROGRESS set, so that only the tool itself can keep the kernel from
+writing <HOME>/.hand-written-llm/progress.json. The control executes the same notebook with a plain nbclient and shows that the file is then written,
 so the other two tests cannot pass for a wrong reason (a wrong path, a check that records nothing).
 """
 
@@ -18,14 +18,29 @@ import pytest
 
 from utils.notebook import ROOT
 
-NOTEBOOK = "chapters/foundations/softmax.ipynb"
+CELLS = [f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport torch\nfrom utils import check",
+         "def softmax(x, dim=-1):\n    e = (x - x.amax(dim, keepdim=True)).exp()\n"
+         "    return e / e.sum(dim, keepdim=True)\n\ncheck('softmax', softmax)"]
 
-PLAIN_NBCLIENT = f"""
-import nbformat
+PLAIN_NBCLIENT = """
+import sys, nbformat
 from nbclient import NotebookClient
-nb = nbformat.read({NOTEBOOK!r}, as_version=4)
-NotebookClient(nb, timeout=120, resources={{"metadata": {{"path": "chapters/foundations"}}}}).execute()
+nb = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(nb, timeout=120).execute()
 """
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    """The notebook, inside the repository (under _build/, ignored by git) as the book's notebooks are: the tools
+    are run on the book, and the repository's conftest.py is part of what keeps nbval from writing progress."""
+    import nbformat
+
+    path = ROOT / "_build" / "no-progress" / f"{tmp_path.name}.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS]), path)
+    yield str(path.relative_to(ROOT))
+    path.unlink()
 
 
 @pytest.fixture
@@ -47,23 +62,23 @@ def run(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
     return done
 
 
-def test_the_ci_executor_writes_no_progress(clean_home, tmp_path):
+def test_the_ci_executor_writes_no_progress(clean_home, tmp_path, notebook):
     env, progress = clean_home
     run([sys.executable, "-I", "utils/execute.py", "--no-stage", "--times", str(tmp_path / "times.json"),
-         NOTEBOOK], env)  # as `make notebooks` runs it, less the staging (CI's build may be reading it)
+         notebook], env)  # as `make notebooks` runs it, less the staging (CI's build may be reading it)
     assert (tmp_path / "times.json").exists()  # it did execute the notebook
     assert not progress.exists(), f"the executor wrote the reader's progress: {progress.read_text()}"
 
 
-def test_nbval_writes_no_progress(clean_home):
+def test_nbval_writes_no_progress(clean_home, notebook):
     env, progress = clean_home
-    done = run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", NOTEBOOK], env)
+    done = run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", notebook], env)
     assert " passed" in done.stdout
     assert not progress.exists(), f"nbval wrote the reader's progress: {progress.read_text()}"
 
 
-def test_control_a_plain_kernel_does_write_progress(clean_home):
+def test_control_a_plain_kernel_does_write_progress(clean_home, notebook):
     env, progress = clean_home
-    run([sys.executable, "-c", PLAIN_NBCLIENT], env)
-    assert progress.exists(), "a reader's kernel should record the checks of the softmax chapter"
+    run([sys.executable, "-c", PLAIN_NBCLIENT, notebook], env)
+    assert progress.exists(), "a reader's kernel should record the check of softmax"
     assert '"softmax"' in Path(progress).read_text()
