@@ -3,8 +3,9 @@
 Each test executes a two-cell notebook whose check() of a correct softmax would record progress (a whole
 chapter costs more and proves no more) in a subprocess with a clean environment: a temporary HOME, and
 neither HWLLM_NO_PROGRESS nor HWLLM_PROGRESS set, so that only the tool itself can keep the kernel from
-writing <HOME>/.hand-written-llm/progress.json. The control executes the same notebook with a plain nbclient and shows that the file is then written,
-so the other two tests cannot pass for a wrong reason (a wrong path, a check that records nothing).
+writing <HOME>/.hand-written-llm/progress.json. The control executes the same notebook with a plain nbclient
+and shows that the file is then written, so the other two tests cannot pass for a wrong reason (a wrong path,
+a check that records nothing).
 """
 
 from __future__ import annotations
