@@ -1,0 +1,1 @@
+"""Exercise declarations of part 'vision', one module per chapter."""
