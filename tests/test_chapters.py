@@ -67,6 +67,18 @@ def test_committed_without_outputs(chapter):
             assert c.outputs == [] and c.execution_count is None
 
 
+def test_equation_labels_are_unique_across_the_book():
+    """Sphinx numbers equations per chapter but resolves {eq} labels across the book: a label defined in two
+    chapters breaks the build (a warning, and the site build fails on warnings)."""
+    where = {}
+    for chapter in CHAPTERS:
+        for c in _notebook(chapter).cells:
+            if c.cell_type == "markdown" and c.metadata.get("hwllm", {}).get("lang") != "zh":
+                for label in re.findall(r"\$\$\s*\(([^)\s]+)\)", c.source):
+                    where.setdefault(label, set()).add(chapter)
+    assert not {k: v for k, v in where.items() if len(v) > 1}
+
+
 def test_every_chapter_is_in_the_table_of_contents():
     from utils.grader.registry import reading_order
     assert sorted(reading_order()) == sorted(CHAPTERS)
