@@ -44,6 +44,12 @@ PARTS = (
     ('Part 8: tokenization', (
         'tokenization/bpe',
     )),
+    ('Part 9: efficient fine-tuning and inference', (
+        'efficiency/lora',
+        'efficiency/quantization',
+        'efficiency/moe',
+        'efficiency/kv_cache_systems',
+    )),
     ('Part 10: alignment', (
         'alignment/dpo',
         'alignment/ppo_grpo',
@@ -53,9 +59,21 @@ PARTS = (
         'classic_ml/logistic_regression',
         'classic_ml/kmeans',
         'classic_ml/metrics',
+        'classic_ml/training_loop',
+    )),
+    ('Part 12: vision', (
+        'vision/conv2d',
+        'vision/detection',
+    )),
+    ('Part 13: sequences', (
+        'sequences/lstm',
+        'sequences/crf',
     )),
     ('Part 14: distributed training', (
         'distributed/all_reduce',
         'distributed/parallelism',
+    )),
+    ('Part 15: coding warm-ups', (
+        'warmups/warmups',
     )),
 )

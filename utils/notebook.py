@@ -705,7 +705,7 @@ def outputs(root: Path = ROOT) -> dict[Path, str]:
     if (root / "_toc.yml").exists():
         files[root / ORDER_FILE] = book_order_text(root)
         files.update(zh_book_files(root))
-    from .question_map import page_files        # the interview questions page, both languages
+    from .question_map import page_files  # the interview questions page, both languages
     files.update(page_files(root))
     return files
 
