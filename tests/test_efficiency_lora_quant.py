@@ -91,6 +91,22 @@ def int4_unfold(w, group_size=128):
     return q.flatten(1).byte(), scale, zero.byte()
 
 
+def int4_zero_in_scale_dtype(w, group_size=128):
+    """The contract's second form of the zero points: integers 0..15 in scale's dtype."""
+    q, scale, zero = int4_unfold(w, group_size)
+    return q, scale, zero.to(scale.dtype)
+
+
+def int4_fractional_zero(w, group_size=128):
+    """Not allowed: zero points left unrounded in scale's dtype."""
+    groups = w.unfold(1, group_size, group_size)
+    lo, hi = torch.aminmax(groups, dim=-1)
+    scale = torch.where(hi == lo, torch.ones_like(lo), (hi - lo) / 15)
+    zero = (-lo / scale).clamp(0, 15)
+    q = torch.clamp(torch.round(groups / scale.unsqueeze(-1) + zero.unsqueeze(-1)), 0, 15)
+    return q.flatten(1).byte(), scale, zero
+
+
 def dequant8_einsum(q, scale):
     return torch.einsum("oi,o->oi", q.to(scale.dtype), scale[:, 0])
 
@@ -102,7 +118,8 @@ def dequant4_view(q, scale, zero, group_size=128):
 
 
 @pytest.mark.parametrize("name,impl", [("quantize_int8", int8_loop), ("quantize_int8", int8_masked),
-                                       ("quantize_int4", int4_unfold), ("dequantize_int8", dequant8_einsum),
+                                       ("quantize_int4", int4_unfold), ("quantize_int4", int4_zero_in_scale_dtype),
+                                       ("dequantize_int8", dequant8_einsum),
                                        ("dequantize_int4", dequant4_view)])
 def test_valid_alternatives_pass(name, impl):
     report = run(name, impl)
@@ -128,11 +145,6 @@ def int8_in_place(w):
     return w.div_(scale).round_().clamp_(-127, 127).to(torch.int8), scale
 
 
-def int4_float_zero(w, group_size=128):
-    q, scale, zero = int4_unfold(w, group_size)
-    return q, scale, zero.to(w.dtype)
-
-
 def int4_zero_not_rounded(w, group_size=128):
     groups = w.unfold(1, group_size, group_size)
     lo, hi = torch.aminmax(groups, dim=-1)
@@ -154,7 +166,7 @@ def dequant4_codes_dtype(q, scale, zero, group_size=128):
     ("quantize_int8", int8_mean_abs, "entries wrong"),
     ("quantize_int8", int8_scale_squeezed, "shape"),
     ("quantize_int8", int8_in_place, "in place"),
-    ("quantize_int4", int4_float_zero, "dtype"),
+    ("quantize_int4", int4_fractional_zero, "entries wrong"),
     ("quantize_int4", int4_zero_not_rounded, "entries wrong"),
     ("quantize_int4", int4_fixed_group, "group_size=16"),
     ("dequantize_int4", dequant4_codes_dtype, "dtype"),

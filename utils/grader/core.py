@@ -77,6 +77,9 @@ class Exercise:
                 multi-process kinds five); the executor holds each notebook's first check to it
     bench       optional, for `python -m utils.bench`: (make_inputs, builtin), plus the constructor's
                 (args, kwargs) for modules or the hyper-parameters for optimizers
+    canonical   optional: result -> the same result in one form, where the contract allows several (int4 zero
+                points as uint8 or as integers in scale's dtype); applied to every target's result, and it must
+                convert only what the contract allows, leaving anything else as it is for the report
     """
 
     name: str
@@ -92,6 +95,7 @@ class Exercise:
     hints: tuple = ()
     timeout: float = 5.0
     bench: Any = None
+    canonical: Callable | None = None
     kind = "function"
     promise = 1.0
 
@@ -136,6 +140,8 @@ class Exercise:
             value = target(*args, **kwargs)
         if out.failed:
             return out
+        if self.canonical is not None:
+            value = self.canonical(value)
         out.parts = [("output", detached(value))]
         out.inputs_after = tuple(detached(a) for a in args)
         if leaves:

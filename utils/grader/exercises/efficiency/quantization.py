@@ -148,6 +148,18 @@ def _int4_args(build, *a, group_size=None, positional=False, **kw):
 TIES4 = [-1.625, 2.125, 0.125, 0.375, -0.625, 1.875, -0.125, 0.625]
 
 
+def _zero_as_uint8(result):
+    """The contract lets the zero points be uint8 or integers 0..15 in scale's dtype: the second form is compared as
+    the first. Anything else (other dtypes, fractions, values outside 0..15) is left for the report to name."""
+    if not (isinstance(result, tuple) and len(result) == 3 and all(isinstance(t, torch.Tensor) for t in result)):
+        return result
+    q, scale, zero = result
+    if zero.dtype == scale.dtype and zero.is_floating_point() and bool(
+            ((zero == zero.round()) & (zero >= 0) & (zero <= 15)).all()):
+        zero = zero.to(torch.uint8)
+    return q, scale, zero
+
+
 def _int4_cases():
     return [
         case(_int4_args, _weight, 4, 256, note="(4, 256) float32, default group_size=128"),
@@ -494,6 +506,7 @@ register(
         signature="quantize_int4(w, group_size=128) -> (q, scale, zero)",
         oracle=int4_spec,
         cases=_int4_cases,
+        canonical=_zero_as_uint8,
         forbidden=FORBIDDEN,
         properties=[Property("groups that contain 0 are rebuilt within half a scale", _int4_range)],
         hints=("cut every row into groups of group_size consecutive entries; each group maps its [min, max] onto "
