@@ -136,12 +136,14 @@ def page_text(root: Path = ROOT, lang: str = "en") -> str:
     qs = questions(root, lang)
     n_book = sum(any(c.in_book for c in q.chapters) for q in qs)
     out = [HEAD, "", f"# {tr('Interview questions', lang)}", "",
-           tr(msg("Every hand-written and formula question of the interview write-ups this book was built from, "
-                  "quoted as it was asked, with the chapter that answers it and the exercises that grade your "
-                  "code. {n_book} of {n} questions have a chapter in the book; the others are planned. In Jupyter, "
-                  "`utils.question_map()` shows this table with your status of each exercise, and "
-                  "`python -m utils.practice` runs a mock interview on any of them.", n_book=n_book, n=len(qs)),
-              lang), ""]
+           ("" if lang == "zh" else " ").join(tr(m, lang) for m in (
+               msg("Every hand-written and formula question of the interview write-ups this book was built from, "
+                   "quoted as it was asked, with the chapter that answers it and the exercises that grade your code."),
+               msg("All {n} questions have a chapter in the book.", n=len(qs)) if n_book == len(qs) else
+               msg("{n_book} of {n} questions have a chapter in the book; the others are planned.",
+                   n_book=n_book, n=len(qs)),
+               msg("In Jupyter, `utils.question_map()` shows this table with your status of each exercise, and "
+                   "`python -m utils.practice` runs a mock interview on any of them."))), ""]
     for kind, heading in KINDS:
         out += [f"## {tr(heading, lang)}", "",
                 "| # | " + " | ".join(tr(h, lang) for h in ("question", "chapter", "exercises")) + " |",
