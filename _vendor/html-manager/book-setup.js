@@ -1,11 +1,14 @@
 // Written for this book (not part of the npm package); loaded after require.js, before embed-amd.js.
 
 // 1. Point require.js at the widget manager this site serves, so that the fonts it loads resolve to
-//    _static/html-manager/ on every page, whatever its depth.
+//    _static/html-manager/ on every page, whatever its depth: the bundle's modules compute their font URLs
+//    from their own module ids, "@jupyter-widgets/html-manager/dist/..." and also "@jupyter-widgets/..."
+//    (the controls), which without the second entry resolved to <page folder>/@jupyter-widgets/<font>: a 404.
+const htmlManager = (document.documentElement.dataset.content_root || "./") + "_static/html-manager";
 require.config({
   paths: {
-    "@jupyter-widgets/html-manager/dist":
-      (document.documentElement.dataset.content_root || "./") + "_static/html-manager",
+    "@jupyter-widgets/html-manager/dist": htmlManager,
+    "@jupyter-widgets": htmlManager,
   },
 });
 

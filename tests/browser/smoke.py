@@ -24,8 +24,11 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
+# Offline: every host but 127.0.0.1 fails to resolve. (Routing requests through Playwright would also cut the
+# network off, but it disables the HTTP cache: every page then parses the site's ~7 MB of scripts afresh.)
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]
 FAILURES: list[str] = []
 PAGES_AT_ONCE = 3  # chapter pages loading side by side
 
@@ -41,25 +44,26 @@ def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
         def log_message(self, *args):
             pass
 
+        def end_headers(self):          # the site does not change during the test: pages share cached scripts
+            self.send_header("Cache-Control", "max-age=3600")
+            super().end_headers()
+
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(site)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def open_page(browser, url: str, wait_until: str = "load"):
-    """A page with the network cut off beyond 127.0.0.1, recording console errors and failed loads."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1600})
+    """A page of the shared browser context (the network cut off beyond 127.0.0.1 by FLAGS), recording every
+    request that tried to leave 127.0.0.1, console errors and failed loads."""
+    page = browser.new_page()
     log = {"errors": [], "external": [], "failed": []}
 
-    def route(r):
-        host = urlparse(r.request.url).hostname
-        if r.request.url.startswith("data:") or host == "127.0.0.1":
-            r.continue_()
-        else:
-            log["external"].append(r.request.url)
-            r.abort()
+    def request(r):
+        if not r.url.startswith(("data:", "blob:")) and urlparse(r.url).hostname != "127.0.0.1":
+            log["external"].append(r.url)
 
-    page.route("**/*", route)
+    page.on("request", request)
     page.on("console", lambda m: log["errors"].append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: log["errors"].append(str(e)))
     page.on("requestfailed", lambda r: log["failed"].append(r.url))
@@ -191,6 +195,15 @@ def check_chapter(opened) -> None:
     page.close()
 
 
+def check_offline(browser, base: str) -> None:
+    """The test itself: a request to another host is seen and fails, so a page that needs one would fail."""
+    page, log = open_page(browser, f"{base}/intro.html")
+    reached = page.evaluate("() => fetch('https://cdn.jsdelivr.net/npm/mathjax@3').then(() => true, () => false)")
+    expect(not reached and bool(log["external"]), f"offline: a request to another host fails and is recorded "
+                                                   f"({log['external'][:1]})")
+    page.close()
+
+
 def check_front_pages(browser, base: str, lang: str) -> None:
     """The intro, the glossary, the search and the softmax chapter of one book, in detail."""
     book = BOOKS[lang]
@@ -282,8 +295,10 @@ def main(site: str) -> int:
     server, base = serve(site_dir)
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            chromium = p.chromium.launch(executable_path=chromium, args=FLAGS)
+            browser = chromium.new_context(viewport={"width": 1280, "height": 1600})   # one HTTP cache for all pages
 
+            check_offline(browser, base)
             for lang in BOOKS:
                 check_front_pages(browser, base, lang)
             pending = []
@@ -294,7 +309,7 @@ def main(site: str) -> int:
                         check_chapter(pending.pop(0))
             for opened in pending:
                 check_chapter(opened)
-            browser.close()
+            chromium.close()
     finally:
         server.shutdown()
     if FAILURES:
