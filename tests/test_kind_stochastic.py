@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from kindcheck import named, timed
 
-from utils.grader.compare import tensor_form
 from utils.grader.core import evaluate
 from utils.grader.exercises.classic_ml.training_loop import DROPOUT
 from utils.grader.inputs import call, randn
@@ -32,11 +31,11 @@ from utils.grader.kinds.stochastic import (
     SamplingMistake,
     StochasticExercise,
     alike,
-    close_to,
     draws,
     index_names,
     indices,
 )
+from utils.grader.registry import get
 
 # =========================================================================== sample_next_token (Part 7)
 # sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> (B,) int64:
@@ -329,51 +328,6 @@ def dropout_uniform_(x, p=0.5, training=True, generator=None):
 # kmeans_plus_plus(x, k, generator=None) -> (k, D): the first centroid uniform, each next one drawn with
 # probability proportional to its squared distance to the nearest chosen centroid.
 
-def kmeanspp_law(x, k, *, power=2, nearest="all", first="uniform"):
-    """Per centroid position: the exact probability of each row of x (then 'not a row of x': 0), by summing
-    over every ordered choice. The keyword-only flags give mistakes' laws (power 1, distance to the last
-    centroid only, first centroid x[0], farthest point)."""
-    N = x.shape[0]
-    d2 = torch.cdist(x.double(), x.double()).pow(2).tolist()
-    law = [[0.0] * (N + 1) for _ in range(k)]
-
-    def weights(chosen):
-        ref = chosen[-1:] if nearest == "last" else chosen
-        d = [min(d2[i][c] for c in ref) for i in range(N)]
-        if power == "farthest":
-            best = max(range(N), key=lambda i: (d[i], -i))
-            return [float(i == best) for i in range(N)]
-        return [v ** (power / 2) for v in d]
-
-    def walk(chosen, prob):
-        law[len(chosen) - 1][chosen[-1]] += prob
-        if len(chosen) == k:
-            return
-        w = weights(chosen)
-        total = math.fsum(w)
-        for i in range(N):
-            if w[i] > 0:
-                walk(chosen + [i], prob * w[i] / total)
-
-    for i in range(N):
-        if first == "uniform":
-            walk([i], 1.0 / N)
-        elif i == 0:
-            walk([0], 1.0)
-    return torch.tensor(law, dtype=torch.float64)
-
-
-def kmeanspp_observe(result, args, kwargs):
-    x, k = args[0], args[1]
-    problem = tensor_form(torch.empty(k, x.shape[1], dtype=x.dtype), result)
-    if problem:
-        return problem
-    r = result.detach()
-    hit = (r[:, None, :] == x[None, :, :]).all(-1)                           # (k, N): x[i] returned as is
-    if not hit.any(-1).all():
-        hit = close_to(r[:, None, :], x[None, :, :]).all(-1)
-    return torch.where(hit.any(-1), hit.float().argmax(-1), torch.full((k,), x.shape[0]))
-
 
 def kmeanspp_multinomial(x, k, generator=None):
     idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
@@ -397,91 +351,8 @@ def kmeanspp_inverse_cdf(x, k, generator=None):
     return torch.stack(centroids)
 
 
-def kmeanspp_unsquared(x, k, generator=None):
-    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
-    for _ in range(1, k):
-        d = torch.cdist(x, x[idx]).min(-1).values
-        idx.append(int(torch.multinomial(d, 1, generator=generator)))
-    return x[idx].clone()
-
-
-def kmeanspp_farthest(x, k, generator=None):
-    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
-    for _ in range(1, k):
-        idx.append(int(torch.cdist(x, x[idx]).min(-1).values.argmax()))
-    return x[idx].clone()
-
-
-def kmeanspp_last_only(x, k, generator=None):
-    idx = [int(torch.randint(x.shape[0], (1,), generator=generator))]
-    for _ in range(1, k):
-        d2 = ((x - x[idx[-1]]) ** 2).sum(-1)          # forgets the earlier centroids
-        idx.append(int(torch.multinomial(d2, 1, generator=generator)))
-    return x[idx].clone()
-
-
-def kmeanspp_first_row(x, k, generator=None):
-    idx = [0]
-    for _ in range(1, k):
-        d2 = torch.cdist(x, x[idx]).pow(2).min(-1).values
-        idx.append(int(torch.multinomial(d2, 1, generator=generator)))
-    return x[idx].clone()
-
-
-def kmeanspp_global_rng(x, k, generator=None):
-    idx = [int(torch.randint(x.shape[0], (1,)))]
-    for _ in range(1, k):
-        d2 = torch.cdist(x, x[idx]).pow(2).min(-1).values
-        idx.append(int(torch.multinomial(d2, 1)))
-    return x[idx].clone()
-
-
-KMEANSPP_MISTAKES = [
-    SamplingMistake("distance, not squared", kmeanspp_unsquared,
-                    "your code draws in proportion to the distance: k-means++ uses the squared distance D(x)^2",
-                    law=partial(kmeanspp_law, power=1), passes=1e-9),
-    SamplingMistake("farthest point", kmeanspp_farthest,
-                    "your code takes the farthest point every time: draw it at random, with probability "
-                    "proportional to D(x)^2", law=partial(kmeanspp_law, power="farthest"), passes=1e-12),
-    SamplingMistake("distance to the last centroid only", kmeanspp_last_only,
-                    "your distances only look at the newest centroid: D(x) is the distance to the nearest of all "
-                    "the centroids chosen so far (keep a running minimum)",
-                    law=partial(kmeanspp_law, nearest="last"), passes=1e-9),
-    SamplingMistake("first centroid not uniform", kmeanspp_first_row,
-                    "your first centroid is always x[0]: draw it uniformly at random with the generator",
-                    law=partial(kmeanspp_law, first="row 0"), passes=1e-12),
-    SamplingMistake("k-means++ ignores the generator", kmeanspp_global_rng,
-                    "your draws come from the global RNG: pass generator=generator to torch.randint / "
-                    "torch.multinomial", rng="global", passes=1e-12),
-]
-
-
-CLUSTERS = [[0.0, 0.0], [1.0, 0.2], [0.3, 1.1], [6.0, 5.0], [7.2, 5.5], [-4.0, 7.0]]
-SPREAD = [[0.6 * t, 0.8 * t] for t in (0.0, 0.09, 0.22, 0.55, 0.64, 0.82, 7.57)]   # on a line: D vs D^2 apart
-
-
-def _points(points, dtype=torch.float32):
-    return torch.tensor(points, dtype=dtype)
-
-
-def kmeanspp_cases():
-    return [
-        draws(lambda: call(_points(SPREAD), 3), seed=1, calls=500, note="seven points on a line, k=3"),
-        draws(lambda: call(_points(CLUSTERS, torch.float64), 2), seed=2, calls=200,
-              note="float64, two clusters and an outlier, k=2"),
-        draws(lambda: call(_points(CLUSTERS[:4]), 1), seed=3, calls=200, note="k=1: one uniform draw"),
-        draws(lambda: call(_points(CLUSTERS[1:5]), 4), seed=4, calls=120, note="k=N: every point, in a random order"),
-        draws(lambda: call(_points(CLUSTERS[3:4]), 1), seed=5, calls=2, note="a single point"),
-    ]
-
-
-KMEANS_PLUS_PLUS = StochasticExercise(
-    name="kmeans_plus_plus", chapter="classic_ml/kmeans", signature="kmeans_plus_plus(x, k, generator=None)",
-    oracle=kmeanspp_law, cases=kmeanspp_cases, mistakes=KMEANSPP_MISTAKES,
-    observe=kmeanspp_observe, names=lambda args, kwargs: [f"x[{i}]" for i in range(args[0].shape[0])]
-    + ["not a row of x"], independent=False, false_rejection=1e-7, samples=2_582,
-    hint="the first centroid uniform; then torch.multinomial(d2, 1, generator=generator) with d2 the squared "
-         "distance to the nearest chosen centroid")
+# The chapter's own declaration (utils/grader/exercises/classic_ml/kmeans.py).
+KMEANS_PLUS_PLUS = get("kmeans_plus_plus")
 
 
 DECLARATIONS = [SAMPLE_NEXT_TOKEN, DROPOUT, KMEANS_PLUS_PLUS]

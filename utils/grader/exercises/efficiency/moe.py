@@ -23,21 +23,10 @@ from ....i18n import msg
 from ...core import Case, Exercise, Mistake, Property
 from ...inputs import call, case, f32, f64, randn, transposed
 from ...kinds import ModuleExercise, Script, Step
+from ...references import SwiGLUSpec
 from ...registry import register
 
 # --------------------------------------------------------------------------- MoE: the oracle
-
-class SwiGLUSpec(nn.Module):
-    """Llama's feed-forward: w2(silu(w1 x) * w3 x), three bias-free nn.Linear (chapter llm/feed_forward)."""
-
-    def __init__(self, d_model, d_ff):
-        super().__init__()
-        self.w1 = nn.Linear(d_model, d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-        self.w3 = nn.Linear(d_model, d_ff, bias=False)
-
-    def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class MoESpec(nn.Module):

@@ -22,6 +22,7 @@ from ....i18n import msg
 from ...core import Case, Mistake, Property
 from ...inputs import call, f32, f64, randn, strided, transposed
 from ...kinds import ModuleExercise, PlainExercise, Script, Step
+from ...references import SwiGLUSpec
 from ...registry import register
 
 
@@ -38,18 +39,6 @@ class FeedForwardSpec(nn.Module):
     def forward(self, x):
         return self.down(F.gelu(self.up(x), approximate="tanh"))
 
-
-class SwiGLUSpec(nn.Module):
-    """Llama's feed-forward: w2(silu(w1 x) * w3 x), three bias-free nn.Linear."""
-
-    def __init__(self, d_model, d_ff):
-        super().__init__()
-        self.w1 = nn.Linear(d_model, d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-        self.w3 = nn.Linear(d_model, d_ff, bias=False)
-
-    def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 def llama_ffn_size_spec(d_model, multiple_of=256, ffn_dim_multiplier=None):

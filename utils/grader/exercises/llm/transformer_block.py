@@ -26,6 +26,7 @@ from ....i18n import msg
 from ...core import Case, Mistake, Property
 from ...inputs import call, f32, f64, randn, transposed
 from ...kinds import ModuleExercise, Script, Step
+from ...references import SwiGLUSpec
 from ...registry import register
 
 # Buffers a faithful block may keep besides its parameters (a RoPE table, a causal mask); not compared.
@@ -83,18 +84,6 @@ class RopeGQASpec(nn.Module):
         y = weights @ v[:, kv_head]                                                  # (B, H, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1)), (k, v)
 
-
-class SwiGLUSpec(nn.Module):
-    """Llama's FFN: w2(silu(w1 x) * w3 x), no biases."""
-
-    def __init__(self, d_model, d_ff):
-        super().__init__()
-        self.w1 = nn.Linear(d_model, d_ff, bias=False)
-        self.w2 = nn.Linear(d_ff, d_model, bias=False)
-        self.w3 = nn.Linear(d_model, d_ff, bias=False)
-
-    def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class TransformerBlockSpec(nn.Module):
