@@ -1,8 +1,9 @@
 """The plain kind (utils/grader/kinds/plain.py) and the readable differences of plain values
-(utils/grader/compare.py), on realistic declarations of the book's fixed signatures: edit_distance,
-min_window_substring, top_k_largest (Part 15), a byte-level train_bpe and a BPETokenizer class (Part 8),
-with Chinese and other UTF-8 text throughout; and the book's own viterbi_decode declaration (Part 13, imported
-from utils/grader/exercises/sequences/crf.py).
+(utils/grader/compare.py): the book's own declarations of edit_distance and min_window_substring (Part 15,
+utils/grader/exercises/warmups/warmups.py) and viterbi_decode (Part 13, utils/grader/exercises/sequences/crf.py);
+and examples of the plain kind written here for fixed signatures graded by other kinds or chapters: a
+top_k_largest (the chapter grades it with the counting kind), a byte-level train_bpe and a BPETokenizer class
+(Part 8), with Chinese and other UTF-8 text throughout.
 
 What the tests prove, for each declaration: correct solutions in several styles pass; every registered
 mistake is rejected and diagnosed by name; plausible unregistered wrong solutions are rejected without a
@@ -35,17 +36,6 @@ from utils.grader.registry import get as get_exercise
 # =========================================================================== edit_distance (Part 15)
 
 
-def edit_distance_oracle(a, b):
-    """Levenshtein distance, one row of the table at a time."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def edit_distance_table(a, b):
     m, n = len(a), len(b)
     dp = [[0] * (n + 1) for _ in range(m + 1)]
@@ -71,39 +61,6 @@ def edit_distance_memo(a, b):
     return d(len(a), len(b))
 
 
-def _substitution_costs_2(a, b):
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + 2 * (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def _border_off_by_one(a, b):
-    m, n = len(a), len(b)
-    dp = [[0] * (n + 1) for _ in range(m + 1)]
-    for i in range(m):             # range(m + 1) meant: dp[m][0] stays 0
-        dp[i][0] = i
-    for j in range(n):
-        dp[0][j] = j
-    for i in range(1, m + 1):
-        for j in range(1, n + 1):
-            dp[i][j] = min(dp[i - 1][j] + 1, dp[i][j - 1] + 1, dp[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
-    return dp[m][n]
-
-
-def _match_costs_1(a, b):
-    prev = list(range(len(b) + 1))
-    for i in range(1, len(a) + 1):
-        cur = [i]
-        for j in range(1, len(b) + 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + 1))
-        prev = cur
-    return prev[-1]
-
-
 def _position_by_position(a, b):
     return sum(x != y for x, y in zip(a, b)) + abs(len(a) - len(b))
 
@@ -116,67 +73,12 @@ def _wrong_index(a, b):
     return dp[-1][-1]
 
 
-EDIT_MISTAKES = [
-    Mistake("substitution costs 2", _substitution_costs_2,
-            "a substitution costs 1, not 2 (with cost 2, or with insertions and deletions only, you compute the "
-            "indel distance, len(a) + len(b) - 2 * LCS)"),
-    Mistake("border off by one", _border_off_by_one,
-            "the first row and column must run to the end: dp[i][0] = i for i in 0..len(a) and dp[0][j] = j "
-            "for j in 0..len(b) (range(len(a) + 1))"),
-    Mistake("matching characters cost 1", _match_costs_1,
-            "two equal characters cost nothing: dp[i-1][j-1] + (a[i-1] != b[j-1])"),
-    Mistake("position by position", _position_by_position,
-            "comparing the strings position by position misses insertions and deletions that shift the rest: "
-            "fill the (len(a) + 1) x (len(b) + 1) table of prefix distances"),
-    Mistake("characters at the wrong index", _wrong_index,
-            "row i and column j of the table stand for the prefixes a[:i] and b[:j]: compare a[i - 1] with "
-            "b[j - 1]"),
-]
-
-
-def _random_text(n, alphabet, seed):
-    rng = random.Random(seed)
-    return "".join(rng.choice(alphabet) for _ in range(n))
-
-
-def edit_cases():
-    pair = [
-        ("kitten", "sitting", "the classic example"), ("", "abc", "empty first"), ("abc", "", "empty second"),
-        ("", "", "both empty"), ("flaw", "lawn", "a deletion and an insertion"), ("intention", "execution", ""),
-        ("机器学习", "深度学习", "Chinese"), ("今天天气很好", "今天天气不错啊", "Chinese, different lengths"),
-        ("大语言模型", "语言模型大", "a rotation"), ("naïve café", "naive cafe", "accents"),
-        ("a" * 40, "b" * 25, "nothing in common"), ("transformer", "transformer", "identical"),
-        (_random_text(60, "ACGT", 1), _random_text(70, "ACGT", 2), "random DNA, 60 x 70"),
-        (_random_text(50, "注意力机制的实现", 3), _random_text(45, "注意力机制的实现", 4), "random Chinese, 50 x 45"),
-    ]
-    return [case(call, a, b, note=note) for a, b, note in pair]
-
-
-EDIT_DISTANCE = PlainExercise(
-    name="edit_distance", chapter="warmups/warmups", signature="edit_distance(a, b)",
-    oracle=edit_distance_oracle, cases=edit_cases, mistakes=EDIT_MISTAKES,
-    hint="dp[i][j] = min(dp[i-1][j] + 1, dp[i][j-1] + 1, dp[i-1][j-1] + (a[i-1] != b[j-1]))")
+# The warm-ups chapter's own declarations (utils/grader/exercises/warmups/warmups.py).
+EDIT_DISTANCE, MIN_WINDOW = get_exercise("edit_distance"), get_exercise("min_window_substring")
+edit_distance_oracle = EDIT_DISTANCE.oracle
 
 
 # =========================================================================== min_window_substring (Part 15)
-
-def min_window_oracle(s, t):
-    """The shortest substring of s holding every character of t with multiplicity; the leftmost of the
-    shortest; "" when none. A plain specification: from every start, extend to the first covering end."""
-    need = Counter(t)
-    best = None
-    for i in range(len(s)):
-        have = Counter()
-        for j in range(i, len(s) + 1):
-            if all(have[c] >= k for c, k in need.items()):
-                if best is None or j - i < len(best):
-                    best = s[i:j]
-                break
-            if j < len(s):
-                have[s[j]] += 1
-    if not t:
-        return ""
-    return best if best is not None else ""
 
 
 def min_window_sliding(s, t):
@@ -220,10 +122,6 @@ def min_window_two_pointers(s, t):
     return "" if ans[0] == float("inf") else s[ans[1]:ans[2] + 1]
 
 
-def _ignores_multiplicity(s, t):
-    return min_window_two_pointers(s, "".join(sorted(set(t))))
-
-
 def _last_shortest(s, t):
     if not s or not t:
         return ""
@@ -241,67 +139,6 @@ def _last_shortest(s, t):
                 formed -= 1
             l += 1
     return "" if ans[0] == float("inf") else s[ans[1]:ans[2] + 1]
-
-
-def _none_when_missing(s, t):
-    return min_window_two_pointers(s, t) or None
-
-
-def _one_short(s, t):
-    w = min_window_two_pointers(s, t)
-    return w[:-1]
-
-
-def _first_window(s, t):
-    """Grows the window until it covers t, shrinks it from the left, and stops there."""
-    if not t:
-        return ""
-    need, have, left = Counter(t), Counter(), 0
-    for right, ch in enumerate(s, 1):
-        have[ch] += 1
-        if all(have[c] >= k for c, k in need.items()):
-            while have[s[left]] > need[s[left]]:
-                have[s[left]] -= 1
-                left += 1
-            return s[left:right]
-    return ""
-
-
-WINDOW_MISTAKES = [
-    Mistake("ignores multiplicity", _ignores_multiplicity,
-            "t's characters count with multiplicity: for t = 'aab' the window needs two a's (compare counts, "
-            "not sets)"),
-    Mistake("last of the shortest", _last_shortest,
-            "among windows of the same shortest length return the leftmost: update the answer only when the new "
-            "window is strictly shorter (<, not <=)"),
-    Mistake("None when there is no window", _none_when_missing,
-            "when no window exists, return the empty string \"\", not None"),
-    Mistake("window one character short", _one_short,
-            "your window drops its last character: s[left:right + 1] when right is the index of the last one"),
-    Mistake("first covering window", _first_window,
-            "the first window that covers t is not always the shortest: keep sliding to the end of s and keep "
-            "the shortest"),
-]
-
-
-def window_cases():
-    triples = [
-        ("ADOBECODEBANC", "ABC", "the classic example"), ("a", "a", "one character"),
-        ("a", "aa", "t needs two a's: no window"), ("aa", "aa", "the whole string"), ("", "a", "empty s"),
-        ("abc", "", "empty t"), ("abcab", "ab", "two shortest windows: the leftmost"),
-        ("baacbbaab", "aab", "multiplicity"), ("我爱北京天安门，北京是中国的首都", "北京首", "Chinese"),
-        ("大模型的大语言模型训练", "大模型", "Chinese, repeated characters"),
-        ("xyzzy, xyzzy! zyx", "zyx", "punctuation and spaces"), ("abc", "abcd", "t longer than s"),
-        (_random_text(200, "abcdefg", 5), "gfedcbaag", "random, 200 characters"),
-        (_random_text(150, "的一是在不了有和人这", 6), "一一是人", "random Chinese, 150 characters"),
-    ]
-    return [case(call, s, t, note=note) for s, t, note in triples]
-
-
-MIN_WINDOW = PlainExercise(
-    name="min_window_substring", chapter="warmups/warmups", signature="min_window_substring(s, t)",
-    oracle=min_window_oracle, cases=window_cases, mistakes=WINDOW_MISTAKES,
-    hint="slide a window: extend right until it covers t (counts), then shrink from the left while it still does")
 
 
 # =========================================================================== top_k_largest (Part 15)
