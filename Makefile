@@ -117,7 +117,7 @@ vendor: ## refresh _vendor/ (MathJax, require.js, the widget manager) with npm p
 	rm -rf /tmp/hwllm-vendor && mkdir -p /tmp/hwllm-vendor && cd /tmp/hwllm-vendor && \
 	npm pack --silent mathjax@3 requirejs@2 @jupyter-widgets/html-manager@1 >/dev/null && \
 	for f in *.tgz; do mkdir -p "$${f%.tgz}" && tar xzf "$$f" -C "$${f%.tgz}"; done
-	find _vendor -type f ! -name book-setup.js -delete && mkdir -p _vendor/mathjax/output/chtml/fonts _vendor/requirejs _vendor/html-manager
+	find _vendor -type f ! -name book-setup.js ! -name book.css ! -name favicon.png -delete && mkdir -p _vendor/mathjax/output/chtml/fonts _vendor/requirejs _vendor/html-manager
 	cp /tmp/hwllm-vendor/mathjax-*/package/es5/tex-mml-chtml.js /tmp/hwllm-vendor/mathjax-*/package/LICENSE _vendor/mathjax/
 	cp -r /tmp/hwllm-vendor/mathjax-*/package/es5/output/chtml/fonts/woff-v2 _vendor/mathjax/output/chtml/fonts/
 	cp /tmp/hwllm-vendor/requirejs-*/package/require.js _vendor/requirejs/

@@ -643,6 +643,8 @@ def zh_book_files(root: Path = ROOT) -> dict[Path, str]:
     sphinx = config.setdefault("sphinx", {}).setdefault("config", {})
     sphinx["language"] = "zh_CN"
     sphinx["html_static_path"] = [f"../{p}" for p in sphinx.get("html_static_path", [])]
+    if "html_favicon" in sphinx:
+        sphinx["html_favicon"] = f"../{sphinx['html_favicon']}"
     sphinx["html_search_options"] = {"dict": "search_dict.txt"}
     toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
     for part in toc.get("parts", []):
