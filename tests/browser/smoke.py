@@ -217,6 +217,9 @@ def check_front_pages(browser, base: str, lang: str) -> None:
     shot = ARTIFACTS / f"smoke-intro-{lang}.png"
     page.screenshot(path=str(shot), full_page=False)
     print(f"  screenshot (CI artifact): {shot.relative_to(ROOT)}")
+    icon = page.evaluate("() => { const l = document.querySelector(\"link[rel='icon']\"); "
+                         "return l ? fetch(l.href).then(r => r.status) : null; }")
+    expect(icon == 200, f"{lang}/intro: the page names its icon and it loads ({icon}): no /favicon.ico 404")
     check_console(log, f"{lang}/intro")
     page.close()
 
