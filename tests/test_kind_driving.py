@@ -21,7 +21,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from kindcheck import timed
-from test_decoding import beam_search_heap, generate_preallocated
+from test_decoding import (
+    beam_per_beam_greedy,
+    beam_search_float32_cached,
+    beam_search_heap,
+    gen_global_rng,
+    generate_preallocated,
+)
 
 from utils.grader.compare import same
 from utils.grader.core import evaluate
@@ -79,50 +85,6 @@ def generate_loop(model, input_ids, max_new_tokens, temperature=0.0, top_k=None,
             finished |= next_token.squeeze(1) == eos_token_id
         out = torch.cat((out, next_token), dim=1)
     return out
-
-
-def beam_search_tensors(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
-    """A tensor style: live beams batched, scores in float32 as the model's logits, a stable sort for ranking,
-    the cache reordered with index_select."""
-    T = input_ids.shape[1]
-    seqs = input_ids
-    scores = torch.zeros(1)
-    done = []                                      # (score, tokens)
-    logits, kvs = model(seqs)
-    for step in range(1, max_new_tokens + 1):
-        logp = torch.log_softmax(logits[:, -1], dim=-1)           # (beams, V)
-        V = logp.shape[-1]
-        cand = (scores[:, None] + logp).flatten()
-        order = torch.sort(cand, descending=True, stable=True).indices
-        keep_rows, keep_tok, keep_scores = [], [], []
-        for rank, idx in enumerate(order.tolist()):
-            b, tok = divmod(idx, V)
-            if eos_token_id is not None and tok == eos_token_id:
-                if rank < num_beams:
-                    done.append((cand[idx].item() / step ** length_penalty,
-                                 torch.cat([seqs[b], torch.tensor([tok])])))
-                continue
-            keep_rows.append(b)
-            keep_tok.append(tok)
-            keep_scores.append(cand[idx])
-            if len(keep_rows) == num_beams:
-                break
-        if len(done) >= num_beams:
-            break
-        rows = torch.tensor(keep_rows)
-        seqs = torch.cat([seqs[rows], torch.tensor(keep_tok)[:, None]], dim=1)
-        scores = torch.stack(keep_scores)
-        if step < max_new_tokens:
-            kvs = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in kvs]
-            logits, kvs = model(seqs[:, -1:], kvs)
-    if len(done) < num_beams:
-        done += [(s.item() / max_new_tokens ** length_penalty, seq) for s, seq in zip(scores, seqs)]
-    best_score, best = done[0]
-    for s, seq in done[1:]:
-        if s > best_score:
-            best_score, best = s, seq
-    assert best.shape[0] > T
-    return best[None], best_score
 
 
 # =========================================================================== plausible wrong solutions (not registered)
@@ -183,12 +145,6 @@ def gen_stale_cache(model, input_ids, max_new_tokens, use_cache=True, eos_token_
     return ids
 
 
-def gen_global_rng(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None, eos_token_id=None,
-                   generator=None, use_cache=True):
-    """Samples from torch's global generator: right on every greedy case, not reproducible."""
-    return generate_spec(model, input_ids, max_new_tokens, temperature, top_k, top_p, eos_token_id, None, use_cache)
-
-
 def gen_ignores_top_k(model, input_ids, max_new_tokens, temperature=0.0, top_k=None, top_p=None,
                       eos_token_id=None, generator=None, use_cache=True):
     """Forgets top-k when sampling, except for top_k=1 (handled as greedy)."""
@@ -196,22 +152,6 @@ def gen_ignores_top_k(model, input_ids, max_new_tokens, temperature=0.0, top_k=N
         temperature = 0.0
     return generate_spec(model, input_ids, max_new_tokens, temperature, None, top_p, eos_token_id, generator,
                          use_cache)
-
-
-def beam_greedy_per_beam(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
-    """Extends each beam only by its own best token after the first step."""
-    logits, _ = model(input_ids)
-    lp = torch.log_softmax(logits[0, -1].double(), -1)
-    top = lp.topk(num_beams)
-    beams = [(float(s), input_ids[0].tolist() + [int(t)]) for s, t in zip(top.values, top.indices)]
-    for _ in range(max_new_tokens - 1):
-        nxt = []
-        for s, toks in beams:
-            lp = torch.log_softmax(model(torch.tensor([toks]))[0][0, -1].double(), -1)
-            nxt.append((s + float(lp.max()), toks + [int(lp.argmax())]))
-        beams = nxt
-    s, toks = max(beams, key=lambda b: b[0])
-    return torch.tensor([toks]), s / max_new_tokens ** length_penalty
 
 
 def beam_score_as_tensor(model, input_ids, num_beams, max_new_tokens, eos_token_id=None, length_penalty=1.0):
@@ -233,7 +173,7 @@ def test_correct_generate_in_other_styles_passes(impl):
     assert "the same generator seed gives the same tokens" in report.checks
 
 
-@pytest.mark.parametrize("impl", [beam_search_tensors, beam_search_heap], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("impl", [beam_search_float32_cached, beam_search_heap], ids=lambda f: f.__name__)
 def test_correct_beam_search_in_other_styles_passes(impl):
     report = evaluate(BEAM_SEARCH, impl)
     assert report.passed, str(report)
@@ -241,7 +181,7 @@ def test_correct_beam_search_in_other_styles_passes(impl):
 
 WRONG = [(GENERATE, f) for f in (gen_stop_at_any_eos, gen_one_short, gen_concatenates_caches,
                                  gen_stale_cache, gen_global_rng, gen_ignores_top_k)] + \
-        [(BEAM_SEARCH, f) for f in (beam_greedy_per_beam, beam_score_as_tensor, beam_probabilities_product)]
+        [(BEAM_SEARCH, f) for f in (beam_per_beam_greedy, beam_score_as_tensor, beam_probabilities_product)]
 
 
 @pytest.mark.parametrize("ex,impl", WRONG, ids=[f.__name__ for _, f in WRONG])
@@ -339,7 +279,7 @@ def test_verdicts_are_identical_when_run_twice(ex, impl):
     assert _verdict(evaluate(ex, impl)) == _verdict(evaluate(ex, impl))
 
 
-@pytest.mark.parametrize("ex,impl", [(GENERATE, generate_loop), (BEAM_SEARCH, beam_search_tensors)])
+@pytest.mark.parametrize("ex,impl", [(GENERATE, generate_loop), (BEAM_SEARCH, beam_search_float32_cached)])
 def test_a_check_finishes_within_a_second(ex, impl):
     evaluate(ex, impl)
     report, seconds = timed(ex, impl)
