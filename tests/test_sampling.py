@@ -11,7 +11,6 @@ mistake) are rejected, correct solutions in other styles pass, and bad input get
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 
 import numpy as np
@@ -603,63 +602,9 @@ def test_the_sampler_ignoring_the_generator_is_named():
 
 # =========================================================================== the stated bounds of the sampler
 
-def _binomial_mass(n, p, lo, hi):
-    lo, hi = max(lo, 0), min(hi, n)
-    if lo > hi:
-        return 0.0
-    if p <= 0.0 or p >= 1.0:
-        sure = 0 if p <= 0.0 else n
-        return 1.0 if lo <= sure <= hi else 0.0
-    log_pmf = [math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) + k * math.log(p)
-               + (n - k) * math.log1p(-p) for k in range(lo, hi + 1)]
-    return math.fsum(math.exp(v) for v in log_pmf)
-
-
-def recomputed_bounds(ex):
-    """P(a correct solution fails) and P(each mistake with a law passes), in plain Python from the exact laws and
-    the acceptance regions the kind applies."""
-    fails = 0.0
-    passes = {}
-    laws = [(plan, case.make()) for plan, case in zip(ex.plans(), ex.all_cases())]
-    for plan, (args, kwargs) in laws:
-        law = ex.oracle(*args, **kwargs).reshape(plan.law.shape).tolist()
-        lo, hi, _ = plan.regions["target"]
-        for g, s in enumerate(plan.first.tolist()):
-            n = int(plan.n[g])
-            for c, p in enumerate(law[s]):
-                fails += _binomial_mass(n, p, 0, int(lo[g, c]) - 1) + _binomial_mass(n, p, int(hi[g, c]) + 1, n)
-        if plan.fresh:
-            per_slot = [math.fsum(p ** plan.calls for p in row) for row in law]
-            fails += math.prod(per_slot) if ex.independent else min(per_slot)
-    for m in ex.mistakes:
-        if m.law is None and m.rng == "generator":
-            continue
-        bound = 1.0
-        for plan, (args, kwargs) in laws:
-            law = (m.law or ex.oracle)(*args, **kwargs).reshape(plan.law.shape).tolist()
-            lo, hi, _ = plan.regions["target"]
-            for g, s in enumerate(plan.first.tolist()):
-                for c, q in enumerate(law[s]):
-                    bound = min(bound, _binomial_mass(int(plan.n[g]), q, int(lo[g, c]), int(hi[g, c])))
-            if m.rng == "global":
-                agree = [math.fsum(p * p for p in row) for row in law]
-                bound = min(bound, (math.prod(agree) if ex.independent else min(agree)) ** plan.rerun)
-            if m.rng == "fixed" and plan.fresh:
-                bound = 0.0
-        passes[m.name] = bound
-    return fails, passes
-
-
-def test_the_sampler_bounds_hold():
-    ex = get(SAMPLE)
-    fails, passes = recomputed_bounds(ex)
-    assert fails <= ex.false_rejection < 1e-6, f"a correct sampler fails with probability {fails:.2e}"
-    assert math.isclose(ex.bounds()["false rejection"], fails, rel_tol=1e-6, abs_tol=1e-15)
-    for m in ex.mistakes:
-        if m.name in passes:
-            assert passes[m.name] <= m.passes <= 1e-6, f"{m.name} passes with probability {passes[m.name]:.2e}"
-    assert sum(int(p.n.sum()) for p in ex.plans()) == ex.samples
-
+# The bounds the declaration states (a correct sampler fails with probability < 1e-6, each mistake with a law
+# passes with at most its stated probability, the sample size) are recomputed from the exact laws in
+# tests/test_kind_stochastic.py (test_the_stated_bounds_hold[sample_next_token]), for every stochastic declaration.
 
 def test_the_mistake_without_a_law_raises_on_the_greedy_case():
     """'temperature 0 not handled' has no law: it never passes, since it raises on every temperature-0 case."""
